@@ -1,0 +1,27 @@
+"""The edge runtime: run exported edgeclf models (``.tflite`` on LiteRT, ``.onnx`` on onnxruntime).
+
+Never imports TensorFlow (it runs on a Raspberry Pi); engines are imported when a model of their
+format is opened.
+
+    >>> from edgeclf.runtime import load_classifier
+    >>> clf = load_classifier("export/cifar10-cnn")            # manifest -> int8 .tflite
+    >>> clf.classify([rgb_uint8_image], top_k=3)             # [[("cat", 0.91), ...]]
+"""
+
+from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo, top_k_indices
+from edgeclf.runtime.loader import choose_artifact, load_classifier, read_labels
+from edgeclf.runtime.manifest import InputSpec, Manifest, ManifestError, read_manifest
+
+__all__ = [
+    "Classifier",
+    "InputSpec",
+    "Manifest",
+    "ManifestError",
+    "ModelLoadError",
+    "TensorInfo",
+    "choose_artifact",
+    "load_classifier",
+    "read_labels",
+    "read_manifest",
+    "top_k_indices",
+]

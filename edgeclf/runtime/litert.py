@@ -1,0 +1,109 @@
+"""LiteRT (``ai_edge_litert``, formerly TFLite) backend for ``.tflite`` models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo
+from edgeclf.runtime.manifest import METADATA_KEY
+from edgeclf.runtime.tflite_metadata import read_metadata
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("running .tflite models needs LiteRT: pip install ai-edge-litert") from exc
+    return Interpreter
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _tensor_info(detail: dict) -> TensorInfo:
+    dtype = np.dtype(detail["dtype"])
+    sig = detail.get("shape_signature")
+    shape = tuple(int(d) for d in (sig if sig is not None and len(sig) else detail["shape"]))
+    scale, zp = detail.get("quantization", (0.0, 0))
+    if dtype in (np.dtype(np.int8), np.dtype(np.uint8)) and scale:
+        return TensorInfo(detail["name"], shape, dtype, float(scale), int(zp))
+    return TensorInfo(detail["name"], shape, dtype)
+
+
+def read_tflite_metadata(path: Path, data: bytes) -> dict | None:
+    """The ``"edgeclf"`` JSON embedded in a ``.tflite`` file's bytes, parsed; None if absent.
+
+    Raises:
+        ModelLoadError: the entry exists but is not valid JSON.
+    """
+    try:
+        raw = read_metadata(data, METADATA_KEY)
+    except ValueError:
+        return None  # the interpreter has accepted the file; a strange table is just "no metadata"
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: embedded '{METADATA_KEY}' metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{path}: embedded '{METADATA_KEY}' metadata is not a JSON object")
+    return meta
+
+
+class LiteRTClassifier(Classifier):
+    """A ``.tflite`` model on the LiteRT interpreter (XNNPACK on CPU).
+
+    Args:
+        path: the ``.tflite`` file.
+        threads: interpreter threads (``num_threads``); None = LiteRT's default.
+
+    Raises:
+        ModelLoadError: missing, unreadable or not a TFLite model; not one image input / one output.
+    """
+
+    engine = "litert"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__(Path(path))
+        path = self._path
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"{path}: cannot read model file ({exc.strerror or exc})") from None
+        if len(data) < 8 or data[4:8] != b"TFL3":
+            raise ModelLoadError(f"{path}: not a TFLite model (no 'TFL3' flatbuffer identifier)")
+        Interpreter = _interpreter_class()
+        try:
+            self._interp = Interpreter(model_content=data, num_threads=threads)
+            self._interp.allocate_tensors()
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError with multi-line text
+            raise ModelLoadError(f"{path}: LiteRT cannot load the model ({_one_line(exc)})") from None
+        self._model_bytes = data  # the interpreter reads from this buffer: keep it alive
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise ModelLoadError(
+                f"{path}: expected 1 input and 1 output, model has {len(ins)} inputs and {len(outs)} outputs"
+            )
+        self._in_index, self._out_index = ins[0]["index"], outs[0]["index"]
+        self._in, self._out = _tensor_info(ins[0]), _tensor_info(outs[0])
+        self._batch = int(ins[0]["shape"][0])
+        self.embedded = read_tflite_metadata(path, data)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if n != self._batch:
+            self._interp.resize_tensor_input(self._in_index, list(x.shape), strict=False)
+            self._interp.allocate_tensors()
+            self._batch = n
+        self._interp.set_tensor(self._in_index, x)
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out_index)
+
+    def close(self) -> None:
+        self._interp = None

@@ -1,0 +1,174 @@
+"""``load_classifier``: open a model file or model directory on the right engine, never guessing.
+
+Engine by file suffix: ``.tflite`` -> LiteRT, ``.onnx`` -> onnxruntime.
+
+Input spec and labels, first source wins, field by field:
+
+1. explicit arguments (``input_size``, ``labels_file``, ``mean``, ``std``);
+2. ``manifest.json`` next to the model file, if it has an entry for that file name;
+3. the ``"edgeclf"`` metadata embedded in the file;
+4. otherwise: ``ModelLoadError("no edgeclf metadata: pass --input-size and --labels")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from edgeclf.runtime.base import Classifier, ModelLoadError
+from edgeclf.runtime.manifest import MANIFEST_NAME, InputSpec, Manifest, ManifestError, read_manifest
+
+ENGINES = {".tflite": "litert", ".onnx": "onnxruntime"}
+NO_METADATA = "no edgeclf metadata: pass --input-size and --labels"
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Read a labels file: one class name per line, in class-index order (trailing blank lines ignored).
+
+    Raises:
+        ModelLoadError: missing/unreadable file, no labels, or a blank line between labels.
+    """
+    path = Path(path)
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: cannot read labels file ({getattr(exc, 'strerror', None) or exc})") from None
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise ModelLoadError(f"{path}: labels file is empty")
+    if "" in lines:
+        raise ModelLoadError(f"{path}: blank line {lines.index('') + 1} in labels file (one class name per line)")
+    return lines
+
+
+def choose_artifact(manifest: Manifest, model_dir: Path, artifact: str | None) -> Path:
+    """The model file to run from a model directory.
+
+    ``artifact`` names a file listed in the manifest; if None, the default preference is
+    int8 .tflite > other .tflite > int8 .onnx > other .onnx.
+
+    Raises:
+        ModelLoadError: the named artifact is not in the manifest, or no runnable artifact exists.
+    """
+    files = [a.get("file", "") for a in manifest.artifacts]
+    if artifact is not None:
+        if artifact not in files:
+            listed = ", ".join(f for f in files if Path(f).suffix in ENGINES) or "none"
+            raise ModelLoadError(f"{model_dir}: no artifact '{artifact}' in {MANIFEST_NAME} (available: {listed})")
+        return model_dir / artifact
+
+    def rank(entry: dict) -> int:
+        suffix = Path(entry.get("file", "")).suffix
+        int8 = "int8" in str(entry.get("precision", ""))
+        return {".tflite": 0, ".onnx": 2}[suffix] + (0 if int8 else 1)
+
+    runnable = [a for a in manifest.artifacts if Path(a.get("file", "")).suffix in ENGINES
+                and (model_dir / a["file"]).is_file()]
+    if not runnable:
+        raise ModelLoadError(f"{model_dir}: {MANIFEST_NAME} lists no existing .tflite or .onnx artifact")
+    return model_dir / min(runnable, key=rank)["file"]
+
+
+def _open_engine(path: Path, threads: int | None, providers: list[str] | None) -> Classifier:
+    engine = ENGINES.get(path.suffix.lower())
+    if engine is None:
+        raise ModelLoadError(f"{path}: unsupported model format '{path.suffix}' (expected .tflite or .onnx)")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: model file not found")
+    if engine == "litert":
+        if providers:
+            raise ModelLoadError(f"{path}: --providers applies to .onnx models only")
+        from edgeclf.runtime.litert import LiteRTClassifier
+
+        return LiteRTClassifier(path, threads=threads)
+    from edgeclf.runtime.ort import OrtClassifier
+
+    return OrtClassifier(path, threads=threads, providers=providers)
+
+
+def _from_manifest(path: Path) -> tuple[InputSpec, list[str], str | None] | None:
+    if not (path.parent / MANIFEST_NAME).is_file():
+        return None
+    try:
+        manifest = read_manifest(path.parent)
+    except ManifestError as exc:
+        raise ModelLoadError(str(exc)) from None
+    entry = manifest.artifact(path.name)
+    if entry is None:
+        return None
+    return manifest.input, manifest.labels, entry.get("precision")
+
+
+def _from_embedded(path: Path, meta: dict | None) -> tuple[InputSpec, list[str], str | None] | None:
+    if meta is None:
+        return None
+    try:
+        return InputSpec.from_dict(meta["input"]), [str(x) for x in meta["labels"]], meta.get("precision")
+    except (KeyError, TypeError, ManifestError) as exc:
+        raise ModelLoadError(f"{path}: embedded edgeclf metadata is malformed ({exc})") from None
+
+
+def load_classifier(
+    path: str | Path,
+    labels_file: str | Path | None = None,
+    input_size: tuple[int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    threads: int | None = None,
+    providers: list[str] | None = None,
+    artifact: str | None = None,
+) -> Classifier:
+    """Open a model for inference.
+
+    Args:
+        path: a ``.tflite``/``.onnx`` file, or a model directory with ``manifest.json``.
+        labels_file: one class name per line; overrides the metadata's labels.
+        input_size: (height, width) in pixels; overrides the metadata's size.
+        mean, std: per-channel (or single) normalisation on the [0, 255] scale; override the metadata.
+        threads: engine CPU threads; None = the engine's default.
+        providers: onnxruntime execution providers (``.onnx`` only).
+        artifact: file name of the artifact to use when ``path`` is a model directory.
+
+    Returns:
+        a bound :class:`~edgeclf.runtime.base.Classifier`.
+
+    Raises:
+        ModelLoadError: one line naming the file: missing/corrupt/unsupported model, no metadata
+            and no explicit ``input_size`` + ``labels_file``, or options that contradict the model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        try:
+            manifest = read_manifest(path)
+        except ManifestError as exc:
+            raise ModelLoadError(str(exc)) from None
+        path = choose_artifact(manifest, path, artifact)
+    elif artifact is not None:
+        raise ModelLoadError(f"{path}: --artifact needs a model directory, not a model file")
+    elif not path.exists():
+        raise ModelLoadError(f"{path}: no such file or directory")
+    if threads is not None and threads < 1:
+        raise ModelLoadError(f"{path}: threads must be >= 1, got {threads}")
+
+    clf = _open_engine(path, threads, providers)
+    found = _from_manifest(path) or _from_embedded(path, clf.embedded)
+    if found is None:
+        if input_size is None or labels_file is None:
+            raise ModelLoadError(f"{path}: {NO_METADATA}")
+        shape = clf._in.shape
+        channels = shape[3] if len(shape) == 4 and shape[3] in (1, 3) else 3
+        spec = InputSpec(height=input_size[0], width=input_size[1], channels=channels,
+                         color_order="GRAY" if channels == 1 else "RGB")
+        labels, precision = [], None
+    else:
+        spec, labels, precision = found
+    if input_size is not None:
+        spec = replace(spec, height=int(input_size[0]), width=int(input_size[1]))
+    if mean is not None:
+        spec = replace(spec, mean=tuple(float(v) for v in mean))
+    if std is not None:
+        spec = replace(spec, std=tuple(float(v) for v in std))
+    if labels_file is not None:
+        labels = read_labels(labels_file)
+    return clf.bind(spec, labels, precision)

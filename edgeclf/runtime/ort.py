@@ -1,0 +1,130 @@
+"""onnxruntime backend for ``.onnx`` models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo
+from edgeclf.runtime.manifest import METADATA_KEY
+
+_ONNX_DTYPES = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(int8)": np.dtype(np.int8),
+}
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("running .onnx models needs onnxruntime: pip install onnxruntime") from exc
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    """Execution providers this onnxruntime build offers, e.g. ``["CPUExecutionProvider"]``."""
+    return list(_ort().get_available_providers())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _tensor_info(path: Path, arg, quant: dict | None) -> TensorInfo:
+    dtype = _ONNX_DTYPES.get(arg.type)
+    if dtype is None:
+        raise ModelLoadError(f"{path}: unsupported tensor type {arg.type} for '{arg.name}'")
+    shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in arg.shape)
+    if dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
+        if quant is not None:
+            return TensorInfo(arg.name, shape, dtype, float(quant["scale"]), int(quant["zero_point"]))
+        if dtype == np.dtype(np.uint8):
+            # ONNX carries no scale on graph inputs; a uint8 image input means raw pixels 0..255.
+            return TensorInfo(arg.name, shape, dtype, 1.0, 0)
+        return TensorInfo(arg.name, shape, dtype)  # bind() refuses it: no parameters, no guessing
+    return TensorInfo(arg.name, shape, dtype)
+
+
+class OrtClassifier(Classifier):
+    """An ``.onnx`` model on onnxruntime.
+
+    int8/uint8 graph inputs/outputs need ``{"scale", "zero_point"}`` under ``"input_quantization"``
+    / ``"output_quantization"`` in the embedded metadata (ONNX has no per-input scale); a uint8
+    input without them is fed raw pixels 0..255. Models quantized inside (QDQ) with float I/O,
+    the usual case, need nothing.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: ``intra_op_num_threads``; None = onnxruntime's default (one per core).
+        providers: execution providers in priority order; None = ``["CPUExecutionProvider"]``.
+
+    Raises:
+        ModelLoadError: missing, unreadable or not an ONNX model; unknown provider; not one
+            image input / one output.
+    """
+
+    engine = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> None:
+        super().__init__(Path(path))
+        path = self._path
+        ort = _ort()
+        providers = list(providers) if providers else ["CPUExecutionProvider"]
+        unknown = [p for p in providers if p not in ort.get_available_providers()]
+        if unknown:
+            raise ModelLoadError(
+                f"{path}: execution provider(s) {', '.join(unknown)} not available "
+                f"(this onnxruntime offers {', '.join(ort.get_available_providers())})"
+            )
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: model file not found")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        try:
+            self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ModelLoadError(f"{path}: onnxruntime cannot load the model ({_one_line(exc)})") from None
+        ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
+        if len(ins) != 1 or len(outs) != 1:
+            raise ModelLoadError(
+                f"{path}: expected 1 input and 1 output, model has {len(ins)} inputs and {len(outs)} outputs"
+            )
+        self.embedded = self._read_metadata()
+        meta = self.embedded or {}
+        self._in = _tensor_info(path, ins[0], meta.get("input_quantization"))
+        self._out = _tensor_info(path, outs[0], meta.get("output_quantization"))
+        self._in_name, self._out_name = ins[0].name, outs[0].name
+
+    def _read_metadata(self) -> dict | None:
+        raw = self._sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            return None
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{self._path}: embedded '{METADATA_KEY}' metadata is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise ModelLoadError(f"{self._path}: embedded '{METADATA_KEY}' metadata is not a JSON object")
+        return meta
+
+    @property
+    def providers(self) -> list[str]:
+        """Providers the session actually uses."""
+        return list(self._sess.get_providers())
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self._sess.run([self._out_name], {self._in_name: x})[0]
+
+    def close(self) -> None:
+        self._sess = None
