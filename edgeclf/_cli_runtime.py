@@ -1,0 +1,207 @@
+"""Click commands of the edge runtime: ``edgeclf predict`` and ``edgeclf webcam``.
+
+Thin: parse options, call :func:`edgeclf.runtime.load_classifier` and one library function, print
+the result. Never imports TensorFlow. Registered by ``edgeclf/cli.py``::
+
+    cli.add_command(predict_cmd, "predict")
+    cli.add_command(webcam_cmd, "webcam")
+
+Every expected failure becomes a one-line ``click.ClickException`` (exit code 1, no traceback).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_MODEL_HELP = "A .tflite/.onnx file, or a model directory with manifest.json (default artifact: int8 .tflite)."
+
+
+def _parse_size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    text = value.lower().replace(" ", "")
+    parts = text.split("x") if "x" in text else [text, text]
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not HxW (e.g. 32x32) or a single size", param_hint="--input-size")
+    if h < 1 or w < 1 or len(parts) != 2:
+        raise click.BadParameter(f"'{value}' must be two positive integers HxW", param_hint="--input-size")
+    return h, w
+
+
+def _parse_floats(value: str | None, name: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of numbers", param_hint=name)
+    if len(out) not in (1, 3):
+        raise click.BadParameter(f"give 1 or 3 values, got {len(out)}", param_hint=name)
+    return out
+
+
+def _model_options(f):
+    """Options shared by predict and webcam: how to open the model."""
+    options = [
+        click.option("--artifact", metavar="FILE", help="With a model directory: the artifact file to run "
+                     "(e.g. model_fp32.onnx) instead of the default int8 .tflite."),
+        click.option("--labels", "labels_file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Labels file, one class name per line in index order (overrides the metadata)."),
+        click.option("--input-size", metavar="HxW", help="Model input height x width in pixels, e.g. 224x224 "
+                     "(overrides the metadata; needed with --labels for models without edgeclf metadata)."),
+        click.option("--mean", metavar="A,B,C", help="Per-channel mean subtracted on the 0-255 scale "
+                     "(default from metadata; edgeclf models: 0, they normalise inside)."),
+        click.option("--std", metavar="A,B,C", help="Per-channel std divided by after the mean (default from metadata; 1)."),
+        click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the inference engine "
+                     "(LiteRT num_threads / onnxruntime intra-op threads). Default: the engine's choice."),
+        click.option("--providers", metavar="P1,P2", help="onnxruntime execution providers in priority order "
+                     "(.onnx only), e.g. CPUExecutionProvider."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _load(model, artifact, labels_file, input_size, mean, std, threads, providers):
+    from edgeclf.runtime import ModelLoadError, load_classifier
+
+    try:
+        return load_classifier(
+            model, labels_file=labels_file, input_size=_parse_size(input_size),
+            mean=_parse_floats(mean, "--mean"), std=_parse_floats(std, "--std"), threads=threads,
+            providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
+            artifact=artifact,
+        )
+    except ModelLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True)
+@_model_options
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Classes listed per image; on a labelled folder also reports top-k accuracy.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images per inference call (higher = more throughput, more memory).")
+@click.option("--json", "json_out", metavar="FILE", help="Also write all predictions as JSON to FILE ('-' = stdout).")
+@click.option("--csv", "csv_out", metavar="FILE", help="Also write all predictions as CSV to FILE ('-' = stdout).")
+@click.option("--max-rows", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Rows of the printed table (0 = all); --json/--csv always hold every row.")
+def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, threads, providers,
+                top_k, batch_size, json_out, csv_out, max_rows):
+    """Classify IMAGES (files, folders searched recursively, or glob patterns) with MODEL.
+
+    Prints a table of each file's top-k labels and probabilities. If every image sits in a folder
+    named after a class (e.g. test/cat/001.jpg), also prints top-1 accuracy and a confusion matrix
+    (rows: true class, columns: predicted). Undecodable images are skipped with a warning.
+
+    Models without edgeclf metadata (third-party .tflite/.onnx) need --input-size and --labels.
+    """
+    from edgeclf.runtime.predict import PredictError, predict_files
+    from edgeclf.runtime.report import format_summary, format_table, report_csv, report_json, write_report
+    from edgeclf.runtime.sources import SourceError, expand_image_paths
+
+    if json_out == "-" and csv_out == "-":
+        raise click.UsageError("only one of --json and --csv can write to stdout ('-')")
+    clf = _load(model, artifact, labels_file, input_size, mean, std, threads, providers)
+    try:
+        files = expand_image_paths(images)
+    except SourceError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(files), unit="img", desc="predict", disable=None if len(files) >= 200 else True,
+               leave=False, file=click.get_text_stream("stderr"))
+
+    def warn(file: str, reason: str) -> None:
+        bar.clear()
+        click.echo(f"warning: skipped {reason}", err=True)
+
+    try:
+        report = predict_files(clf, files, batch_size=batch_size, top_k=top_k, on_skip=warn,
+                               on_progress=bar.update)
+    except (SourceError, PredictError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+
+    to_stdout = "-" in (json_out, csv_out)
+    for out, fmt, render in ((json_out, "json", report_json), (csv_out, "csv", report_csv)):
+        if out == "-":
+            click.echo(render(report), nl=False)
+        elif out:
+            try:
+                write_report(report, out, fmt)
+            except OSError as exc:
+                raise click.ClickException(f"{out}: cannot write {fmt.upper()} ({exc.strerror or exc})") from None
+    echo = (lambda s: click.echo(s, err=True)) if to_stdout else click.echo
+    if not to_stdout:
+        echo(format_table(report, max_rows=max_rows or None))
+        echo("")
+    echo(format_summary(report))
+    for out in (json_out, csv_out):
+        if out and out != "-":
+            echo(f"wrote {out}")
+
+
+@click.command("webcam")
+@click.argument("model", type=click.Path(path_type=Path))
+@_model_options
+@click.option("--source", default="0", show_default=True,
+              help="Camera index (0), stream URL (rtsp://..., http://...) or a video file. Live sources "
+                   "keep only the newest frame; a video file is processed frame by frame, as fast as possible.")
+@click.option("--headless", is_flag=True, help="No window (automatic when OpenCV has no GUI or no display is set).")
+@click.option("--save", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the annotated video (label, confidence, FPS overlay) as mp4v to this file.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N frames.")
+@click.option("--print-predictions", is_flag=True, help="Print 'frame label prob' for every frame.")
+@click.option("--read-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds without a frame before the source counts as stalled.")
+@click.option("--reconnects", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Reconnect attempts in a row for a lost live source, with exponential back-off (0.5 s, 1 s, 2 s, ...).")
+@click.option("--json-stats", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the end-of-run stats (FPS, p50/p95 latency per stage) as JSON.")
+def webcam_cmd(model, artifact, labels_file, input_size, mean, std, threads, providers,
+               source, headless, save, max_frames, print_predictions, read_timeout, reconnects, json_stats):
+    """Classify frames from a camera, stream or video file with MODEL, live.
+
+    Shows a window with the top-1 label, its confidence and the FPS (or runs headless), optionally
+    saves the annotated video. At the end prints frames, wall-clock throughput (FPS) and p50/p95
+    latency in ms of each stage: capture wait, decode, preprocess, inference, overlay/write.
+    Quit with q or Esc in the window, or Ctrl-C.
+    """
+    from edgeclf.runtime.camera import CameraConfig, CameraError, run_camera
+
+    clf = _load(model, artifact, labels_file, input_size, mean, std, threads, providers)
+    try:
+        config = CameraConfig(source=source, headless=headless, save=save, max_frames=max_frames,
+                              read_timeout_s=read_timeout, reconnects=reconnects)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def show(idx: int, label: str, prob: float) -> None:
+        click.echo(f"frame {idx:6d}  {label}  {prob:.3f}")
+
+    try:
+        stats = run_camera(clf, config, on_prediction=show if print_predictions else None,
+                           log=lambda msg: click.echo(f"note: {msg}", err=True))
+    except CameraError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(stats.format())
+    if save is not None and stats.frames:
+        click.echo(f"saved {save}")
+    if json_stats is not None:
+        from edgeclf._io import write_json
+
+        try:
+            write_json(json_stats, stats.to_dict())
+        except OSError as exc:
+            raise click.ClickException(f"{json_stats}: cannot write stats ({exc.strerror or exc})") from None
+    if not stats.ok:
+        raise click.ClickException(f"source lost: {stats.end_reason}")

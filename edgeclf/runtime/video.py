@@ -1,0 +1,211 @@
+"""Frame capture on a background thread, for cameras, network streams and video files.
+
+Two policies, chosen by the kind of source:
+
+* **live** (camera index, ``rtsp://``/``http(s)://``/... URL): the reader keeps only the *newest*
+  frame. Inference slower than the camera never builds up latency; frames that arrive while the
+  model is busy are dropped (and counted).
+* **file** (a video file): *every* frame is delivered in order through a short bounded queue, so a
+  run is reproducible and the processing FPS of the whole pipeline is measurable (a file "plays"
+  as fast as it can be processed).
+
+In both cases decoding frame *n+1* on the reader thread overlaps preprocessing + inference of
+frame *n* on the caller's thread (OpenCV and the engines release the GIL). Decoding a 640x480
+frame (~1.4 ms) costs more than resize + int8 inference of a small model, so this split keeps
+both cores busy; an optional ``preprocess`` callable can move more work to the reader thread. A reader blocked inside ``read()`` (a stalled stream) cannot be interrupted; the
+consumer notices with a timeout and the thread is abandoned (it is a daemon thread).
+
+The capture object is created by an injectable factory (``source -> object with isOpened(),
+read() -> (ok, frame), release()``; ``cv2.VideoCapture`` by default) so tests can simulate
+sources that fail mid-stream.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+class CaptureLike(Protocol):
+    """What the camera loop needs from a capture (``cv2.VideoCapture`` satisfies it)."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def release(self) -> None: ...
+
+
+CaptureFactory = Callable[[Any], CaptureLike]
+
+
+def parse_source(source: str | int) -> tuple[int | str, bool]:
+    """Interpret a ``--source`` value: -> (value to open, is_live).
+
+    ``"0"``/``0`` -> camera index 0 (live); a URL -> live stream; anything else is a video file.
+    """
+    if isinstance(source, int):
+        return source, True
+    text = str(source).strip()
+    if text.isdigit():
+        return int(text), True
+    if text.lower().startswith(LIVE_SCHEMES) or text.startswith("/dev/video"):
+        return text, True
+    return text, False
+
+
+def open_cv_capture(source: int | str) -> CaptureLike:
+    """The default capture factory: ``cv2.VideoCapture(source)``."""
+    import cv2
+
+    return cv2.VideoCapture(source)
+
+
+def source_fps(cap: Any, default: float = 30.0) -> float:
+    """The capture's declared frame rate (``CAP_PROP_FPS``), or ``default`` if unknown."""
+    try:
+        import cv2
+
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+    except Exception:  # fakes without get(), backends that do not know
+        return default
+    return fps if 1.0 <= fps <= 1000.0 else default
+
+
+@dataclass
+class Item:
+    """One captured frame: BGR uint8 (H, W, 3) ``frame``, the ``model_input`` made from it by the
+    reader's ``preprocess`` (None without one), and the reader-thread times in seconds:
+    ``decode_s`` (``read()``) and ``preprocess_s``."""
+
+    frame: np.ndarray
+    model_input: Any
+    decode_s: float
+    preprocess_s: float
+
+
+class Status:
+    FRAME = "frame"
+    END = "end"          # end of file, or a live source reported no frame (disconnect)
+    TIMEOUT = "timeout"  # no frame within the read timeout (stalled)
+    ERROR = "error"      # the reader raised (message in FrameReader.error)
+
+
+class FrameReader:
+    """Reads frames from an opened capture on a daemon thread.
+
+    Args:
+        cap: an opened capture.
+        live: newest-frame-only policy (True) or every-frame-in-order (False); see module doc.
+        preprocess: optional, called on the reader thread with each BGR frame; its result is
+            ``Item.model_input``.
+        queue_size: frames buffered ahead for file sources.
+    """
+
+    def __init__(self, cap: CaptureLike, live: bool, preprocess: Callable[[np.ndarray], Any] | None = None,
+                 queue_size: int = 4) -> None:
+        self._cap, self._live, self._prep = cap, live, preprocess
+        self._stop = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._cond = threading.Condition()
+        self._latest: Item | None = None
+        self._ended = False
+        self.error: str | None = None
+        self.frames_read = 0
+        self.frames_dropped = 0
+        self._thread = threading.Thread(target=self._run, name="edgeclf-capture", daemon=True)
+        self._thread.start()
+
+    # -- reader thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                ok, frame = self._cap.read()
+                t1 = time.perf_counter()
+                if not ok or frame is None or self._stop.is_set():
+                    break
+                x = self._prep(frame) if self._prep is not None else None
+                item = Item(frame, x, t1 - t0, time.perf_counter() - t1)
+                self.frames_read += 1
+                if self._live:
+                    with self._cond:
+                        if self._latest is not None:
+                            self.frames_dropped += 1
+                        self._latest = item
+                        self._cond.notify()
+                else:
+                    while not self._stop.is_set():
+                        try:
+                            self._queue.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+        except Exception as exc:  # a broken backend or preprocessing: report, never die silently
+            self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+        if not self._live:
+            while True:  # make room for the end marker if the consumer is gone
+                try:
+                    self._queue.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self._stop.is_set():
+                        break
+        try:
+            self._cap.release()
+        except Exception:
+            pass
+
+    # -- consumer side -------------------------------------------------------------------------
+    def get(self, timeout_s: float) -> tuple[str, Item | None]:
+        """Next frame: ``(Status.FRAME, item)``, or ``(Status.END | TIMEOUT | ERROR, None)``."""
+        if self._live:
+            deadline = time.monotonic() + timeout_s
+            with self._cond:
+                while self._latest is None and not self._ended:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return Status.TIMEOUT, None
+                    self._cond.wait(left)
+                item, self._latest = self._latest, None
+            if item is not None:
+                return Status.FRAME, item
+        else:
+            try:
+                item = self._queue.get(timeout=timeout_s)
+            except queue.Empty:
+                return Status.TIMEOUT, None
+            if item is not None:
+                return Status.FRAME, item
+        return (Status.ERROR if self.error else Status.END), None
+
+    def stop(self, join_timeout_s: float = 1.0) -> None:
+        """Ask the thread to stop; wait at most ``join_timeout_s`` (a reader stuck in ``read()``
+        is abandoned: it is a daemon thread and releases the capture when ``read()`` returns)."""
+        self._stop.set()
+        if not self._live:
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+        self._thread.join(join_timeout_s)
+
+
+def is_video_file(source: int | str) -> bool:
+    """True if ``source`` names an existing file."""
+    return isinstance(source, str) and Path(source).is_file()
