@@ -41,11 +41,13 @@ def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 _CACHE: dict[str, RuntimeModels] = {}
 
 
-def build_models(root: Path) -> RuntimeModels:
-    """Build (once per process) and return the model fixtures under ``root``."""
+def build_models(tmp_path_factory) -> RuntimeModels:
+    """Build (once per process, whichever test module asks first) and return the model fixtures."""
     if "models" in _CACHE:
         return _CACHE["models"]
     import os
+
+    root = tmp_path_factory.mktemp("runtime_models")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
