@@ -204,4 +204,4 @@ def webcam_cmd(model, artifact, labels_file, input_size, mean, std, threads, pro
         except OSError as exc:
             raise click.ClickException(f"{json_stats}: cannot write stats ({exc.strerror or exc})") from None
     if not stats.ok:
-        raise click.ClickException(f"source lost: {stats.end_reason}")
+        raise click.ClickException(f"run ended early: {stats.end_reason}")

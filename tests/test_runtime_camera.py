@@ -139,3 +139,11 @@ def test_save_to_unwritable_place_is_a_clear_error(clf, tmp_path):
     cfg = CameraConfig(source=str(tmp_path / "clip.mp4"), headless=True, save=blocker / "out.mp4")
     with pytest.raises(CameraError, match="cannot write video"):
         run_camera(clf, cfg, capture_factory=Factory([FakeCapture(3)]))
+
+
+def test_unexpected_error_mid_run_ends_with_stats(clf, tmp_path):
+    cap = FakeCapture(6)
+    cap.frame = np.zeros((480, 640, 5), np.uint8)  # a frame OpenCV cannot colour-convert
+    stats = run_camera(clf, CameraConfig(source=str(tmp_path / "clip.mp4"), headless=True),
+                       capture_factory=Factory([cap]))
+    assert not stats.ok and stats.end_reason.startswith("error: ") and "\n" not in stats.end_reason

@@ -7,7 +7,8 @@
   ``reconnects`` times in a row with exponential back-off (``backoff_s``, doubling, at most 8 s);
   the counter resets once frames flow again;
 * a video file ends cleanly at its last frame; a stalled file ends the run;
-* Ctrl-C, ``max_frames``, or ``q``/Esc in the window end the run.
+* Ctrl-C, ``max_frames``, or ``q``/Esc in the window end the run; an unexpected engine/OpenCV
+  error mid-run ends it too (``ok`` False, the error in ``end_reason``).
 
 Every ending returns :class:`CameraStats` (frames, wall FPS, p50/p95 latency per stage and why the
 run ended; ``ok`` is False if the source was lost).
@@ -229,11 +230,13 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
     draw = show or save_tmp is not None
     if not draw:
         st.skip("overlay_write", "headless, no --save")
-    reader = FrameReader(cap, live)
+    reader = FrameReader(cap, live, prep)
     readers = [reader]
     attempts_in_row = 0
     end_reason, ok = "", True
     fps_ema = 0.0
+    decode_ema = main_ema = 0.0  # s; decide which thread preprocesses (see video.py)
+    prep_on_reader = False
     t_start = time.perf_counter()
     t_prev = t_start
     try:
@@ -254,12 +257,17 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
                 if cap is None:
                     end_reason, ok = f"{reason}; gave up after {attempts_in_row} reconnect attempt(s)", False
                     break
-                reader = FrameReader(cap, live)
+                reader = FrameReader(cap, live, prep)
+                reader.preprocess_here = prep_on_reader
                 readers.append(reader)
                 continue
             attempts_in_row = 0
-            x = prep(item.frame)
-            t_pre = time.perf_counter()
+            if item.model_input is not None:
+                x, t_pre, prep_s = item.model_input, t1, item.preprocess_s
+            else:
+                x = prep(item.frame)
+                t_pre = time.perf_counter()
+                prep_s = t_pre - t1
             probs = classifier.predict_prepared(x)[0]
             t2 = time.perf_counter()
             top = int(np.argmax(probs))
@@ -280,7 +288,12 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
                         writer = _open_writer(save_tmp, frame, source_fps(cap))
                     writer.write(frame)
             t4 = time.perf_counter()
-            st.add(t1 - t0, item.decode_s, t_pre - t1, t2 - t_pre, (t4 - t3) if draw else None)
+            st.add(t1 - t0, item.decode_s, prep_s, t2 - t_pre, (t4 - t3) if draw else None)
+            # balance: preprocess on the reader thread iff the main thread has more other work
+            decode_ema = 0.95 * decode_ema + 0.05 * item.decode_s
+            main_ema = 0.95 * main_ema + 0.05 * ((t2 - t_pre) + (t4 - t3))
+            prep_on_reader = main_ema > decode_ema
+            reader.preprocess_here = prep_on_reader
             if window is not None:
                 cv2.imshow(window, item.frame)
                 key = cv2.waitKey(1) & 0xFF
@@ -292,6 +305,11 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
                 break
     except KeyboardInterrupt:
         end_reason = "interrupted (Ctrl-C)"
+    except CameraError:
+        raise
+    except Exception as exc:  # an engine/OpenCV failure mid-run: end with stats, not a traceback
+        lines = str(exc).strip().splitlines()
+        end_reason, ok = f"error: {type(exc).__name__}: {lines[0] if lines else ''}", False
     finally:
         reader.stop(0.2)
         run.dropped = sum(r.frames_dropped for r in readers)

@@ -10,7 +10,7 @@ import numpy as np
 STAGES = {
     "capture_wait": "main thread waiting for the next frame",
     "decode": "capture thread: read()/decode of one frame",
-    "preprocess": "resize + colour + normalise/quantize (LUT)",
+    "preprocess": "resize + colour + normalise/quantize (LUT), either thread",
     "inference": "engine call incl. output dequantize/softmax",
     "overlay_write": "putText overlay + VideoWriter.write",
 }
@@ -63,7 +63,7 @@ class CameraStats:
         seconds: wall time from the first read to the end, s.
         stages: per-stage latency, see :meth:`StageTimes.summary` (ms).
         end_reason: why the run ended (end of file, --max-frames, source lost, ...).
-        ok: False if the source was lost for good or stalled.
+        ok: False if the source was lost for good, a file stalled, or the run failed mid-way.
         reconnects: reopen attempts made.
         dropped: live frames replaced by a newer one before they could be processed.
     """
@@ -95,7 +95,7 @@ class CameraStats:
         lines = [
             f"frames: {self.frames} in {self.seconds:.2f} s -> {self.wall_fps:.1f} FPS (wall, end-to-end)"
             + (f" [{self.engine} {self.precision}]" if self.engine else ""),
-            f"ended: {self.end_reason}" + ("" if self.ok else " (source lost)"),
+            f"ended: {self.end_reason}" + ("" if self.ok else " [failed]"),
         ]
         if self.reconnects or self.dropped:
             lines.append(f"reconnect attempts: {self.reconnects}   live frames dropped (newer frame arrived): "

@@ -10,10 +10,12 @@ Two policies, chosen by the kind of source:
   as fast as it can be processed).
 
 In both cases decoding frame *n+1* on the reader thread overlaps preprocessing + inference of
-frame *n* on the caller's thread (OpenCV and the engines release the GIL). Decoding a 640x480
-frame (~1.4 ms) costs more than resize + int8 inference of a small model, so this split keeps
-both cores busy; an optional ``preprocess`` callable can move more work to the reader thread. A reader blocked inside ``read()`` (a stalled stream) cannot be interrupted; the
-consumer notices with a timeout and the thread is abandoned (it is a daemon thread).
+frame *n* on the caller's thread (OpenCV and the engines release the GIL). The reader can also
+run the preprocessing (``FrameReader.preprocess_here``); the camera loop switches it on when the
+caller's thread is the busier one (big model: inference >> decode) and off otherwise (tiny model:
+decode >> inference), so the work is balanced across two cores. A reader blocked inside
+``read()`` (a stalled stream) cannot be interrupted; the consumer notices with a timeout and the
+thread is abandoned (it is a daemon thread).
 
 The capture object is created by an injectable factory (``source -> object with isOpened(),
 read() -> (ok, frame), release()``; ``cv2.VideoCapture`` by default) so tests can simulate
@@ -82,8 +84,8 @@ def source_fps(cap: Any, default: float = 30.0) -> float:
 @dataclass
 class Item:
     """One captured frame: BGR uint8 (H, W, 3) ``frame``, the ``model_input`` made from it by the
-    reader's ``preprocess`` (None without one), and the reader-thread times in seconds:
-    ``decode_s`` (``read()``) and ``preprocess_s``."""
+    reader (None if the reader did not preprocess it), and the reader-thread times in seconds:
+    ``decode_s`` (``read()``) and ``preprocess_s`` (0 if not preprocessed)."""
 
     frame: np.ndarray
     model_input: Any
@@ -104,14 +106,15 @@ class FrameReader:
     Args:
         cap: an opened capture.
         live: newest-frame-only policy (True) or every-frame-in-order (False); see module doc.
-        preprocess: optional, called on the reader thread with each BGR frame; its result is
-            ``Item.model_input``.
+        preprocess: called on the reader thread with each BGR frame while ``preprocess_here`` is
+            True (settable at any time); its result is ``Item.model_input``.
         queue_size: frames buffered ahead for file sources.
     """
 
     def __init__(self, cap: CaptureLike, live: bool, preprocess: Callable[[np.ndarray], Any] | None = None,
                  queue_size: int = 4) -> None:
         self._cap, self._live, self._prep = cap, live, preprocess
+        self.preprocess_here = False
         self._stop = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self._cond = threading.Condition()
@@ -132,8 +135,8 @@ class FrameReader:
                 t1 = time.perf_counter()
                 if not ok or frame is None or self._stop.is_set():
                     break
-                x = self._prep(frame) if self._prep is not None else None
-                item = Item(frame, x, t1 - t0, time.perf_counter() - t1)
+                x = self._prep(frame) if (self.preprocess_here and self._prep is not None) else None
+                item = Item(frame, x, t1 - t0, time.perf_counter() - t1 if x is not None else 0.0)
                 self.frames_read += 1
                 if self._live:
                     with self._cond:
