@@ -44,7 +44,7 @@ def _parse_floats(value: str | None, name: str) -> tuple[float, ...] | None:
     return out
 
 
-def _model_options(f):
+def _model_options(threads_default: int | None, threads_help: str):
     """Options shared by predict and webcam: how to open the model."""
     options = [
         click.option("--artifact", metavar="FILE", help="With a model directory: the artifact file to run "
@@ -56,14 +56,19 @@ def _model_options(f):
         click.option("--mean", metavar="A,B,C", help="Per-channel mean subtracted on the 0-255 scale "
                      "(default from metadata; edgeclf models: 0, they normalise inside)."),
         click.option("--std", metavar="A,B,C", help="Per-channel std divided by after the mean (default from metadata; 1)."),
-        click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the inference engine "
-                     "(LiteRT num_threads / onnxruntime intra-op threads). Default: the engine's choice."),
+        click.option("--threads", type=click.IntRange(min=1), default=threads_default,
+                     show_default=threads_default is not None,
+                     help="CPU threads for the inference engine (LiteRT num_threads / onnxruntime "
+                          "intra-op threads). " + threads_help),
         click.option("--providers", metavar="P1,P2", help="onnxruntime execution providers in priority order "
                      "(.onnx only), e.g. CPUExecutionProvider."),
     ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+    def decorate(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return decorate
 
 
 def _load(model, artifact, labels_file, input_size, mean, std, threads, providers):
@@ -83,7 +88,7 @@ def _load(model, artifact, labels_file, input_size, mean, std, threads, provider
 @click.command("predict")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True)
-@_model_options
+@_model_options(None, "Default: the engine's choice.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="Classes listed per image; on a labelled folder also reports top-k accuracy.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
@@ -152,7 +157,8 @@ def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, thr
 
 @click.command("webcam")
 @click.argument("model", type=click.Path(path_type=Path))
-@_model_options
+@_model_options(1, "The capture/decode thread uses another core; more engine threads only compete "
+                   "with it unless the model is large (measured on 2 cores: 1 thread is fastest).")
 @click.option("--source", default="0", show_default=True,
               help="Camera index (0), stream URL (rtsp://..., http://...) or a video file. Live sources "
                    "keep only the newest frame; a video file is processed frame by frame, as fast as possible.")

@@ -178,6 +178,16 @@ class Classifier(abc.ABC):
         return self._path
 
     @property
+    def input_tensor(self) -> TensorInfo:
+        """The model's input as the engine declares it (shape with -1 for dynamic dims, dtype, quantization)."""
+        return self._in
+
+    @property
+    def output_tensor(self) -> TensorInfo:
+        """The model's output as the engine declares it."""
+        return self._out
+
+    @property
     def input_dtype(self) -> np.dtype:
         """dtype the engine is fed (float32, int8 or uint8)."""
         return self._in.dtype

@@ -235,7 +235,7 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
     attempts_in_row = 0
     end_reason, ok = "", True
     fps_ema = 0.0
-    decode_ema = main_ema = 0.0  # s; decide which thread preprocesses (see video.py)
+    decode_ema = prep_ema = main_ema = 0.0  # s; decide which thread preprocesses (see video.py)
     prep_on_reader = False
     t_start = time.perf_counter()
     t_prev = t_start
@@ -289,10 +289,11 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
                     writer.write(frame)
             t4 = time.perf_counter()
             st.add(t1 - t0, item.decode_s, prep_s, t2 - t_pre, (t4 - t3) if draw else None)
-            # balance: preprocess on the reader thread iff the main thread has more other work
+            # balance: preprocess on whichever thread makes the slower of the two faster
             decode_ema = 0.95 * decode_ema + 0.05 * item.decode_s
-            main_ema = 0.95 * main_ema + 0.05 * ((t2 - t_pre) + (t4 - t3))
-            prep_on_reader = main_ema > decode_ema
+            prep_ema = 0.95 * prep_ema + 0.05 * prep_s
+            main_ema = 0.95 * main_ema + 0.05 * (time.perf_counter() - t_pre)
+            prep_on_reader = max(decode_ema + prep_ema, main_ema) < max(decode_ema, main_ema + prep_ema)
             reader.preprocess_here = prep_on_reader
             if window is not None:
                 cv2.imshow(window, item.frame)

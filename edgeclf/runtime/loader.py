@@ -156,7 +156,7 @@ def load_classifier(
     if found is None:
         if input_size is None or labels_file is None:
             raise ModelLoadError(f"{path}: {NO_METADATA}")
-        shape = clf._in.shape
+        shape = clf.input_tensor.shape
         channels = shape[3] if len(shape) == 4 and shape[3] in (1, 3) else 3
         spec = InputSpec(height=input_size[0], width=input_size[1], channels=channels,
                          color_order="GRAY" if channels == 1 else "RGB")
