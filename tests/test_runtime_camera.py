@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
-
 from _runtime_fixtures import SIZE, build_models
+
 from edgeclf.preprocess import bgr_to_rgb, to_model_batch
 from edgeclf.runtime import load_classifier
 from edgeclf.runtime.camera import CameraConfig, CameraError, frame_preprocessor, run_camera
@@ -33,7 +33,7 @@ class FakeCapture:
         self.frame = np.full((480, 640, 3), (0, 0, 200), np.uint8)  # red in BGR
         self.released = False
 
-    def isOpened(self):  # noqa: N802 - OpenCV's name
+    def isOpened(self):
         return self.opened
 
     def read(self):

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _runtime_fixtures import LABELS, SIZE, build_models, write_labelled_folder, write_video
 from click.testing import CliRunner
 
-from _runtime_fixtures import LABELS, SIZE, build_models, write_labelled_folder, write_video
 from edgeclf._cli_runtime import predict_cmd, webcam_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,12 +113,12 @@ bad = [m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules]
 assert not bad, bad
 print('OK')
 """
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr + r.stdout
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"junk")
     r = subprocess.run([sys.executable, "-c", "from edgeclf._cli_runtime import predict_cmd; predict_cmd()",
-                        str(junk), str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        str(junk), str(folder)], cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("Error:") and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

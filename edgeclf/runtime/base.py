@@ -101,7 +101,7 @@ class Classifier(abc.ABC):
         self._lut: np.ndarray | None = None
         self.embedded: dict | None = None
 
-    def bind(self, spec: InputSpec, labels: list[str], precision: str | None = None) -> "Classifier":
+    def bind(self, spec: InputSpec, labels: list[str], precision: str | None = None) -> Classifier:
         """Attach the input spec and labels; check them against the model's tensors.
 
         Raises:

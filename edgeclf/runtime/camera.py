@@ -33,8 +33,14 @@ import numpy as np
 
 from edgeclf.runtime.base import Classifier
 from edgeclf.runtime.camera_stats import CameraStats, StageTimes
-from edgeclf.runtime.video import (CaptureFactory, FrameReader, Status, open_cv_capture, parse_source,
-                                   source_fps)
+from edgeclf.runtime.video import (
+    CaptureFactory,
+    FrameReader,
+    Status,
+    open_cv_capture,
+    parse_source,
+    source_fps,
+)
 
 MAX_BACKOFF_S = 8.0
 
@@ -193,7 +199,7 @@ def _open(factory: CaptureFactory, src: int | str, live: bool) -> object:
     try:
         cap = factory(src)
         opened = bool(cap.isOpened())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any backend failure means "cannot open"
         raise CameraError(f"cannot open source {src!r}: {type(exc).__name__}: {exc}") from None
     if not opened:
         if isinstance(src, int):
@@ -216,7 +222,7 @@ def _reopen(factory: CaptureFactory, src: int | str, config: CameraConfig, run: 
             if cap.isOpened():
                 return cap, attempts_in_row
             cap.release()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - a failed reopen is just another attempt
             pass
     return None, attempts_in_row
 
@@ -308,7 +314,7 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
         end_reason = "interrupted (Ctrl-C)"
     except CameraError:
         raise
-    except Exception as exc:  # an engine/OpenCV failure mid-run: end with stats, not a traceback
+    except Exception as exc:  # noqa: BLE001 - an engine/OpenCV failure mid-run: end with stats, not a traceback
         lines = str(exc).strip().splitlines()
         end_reason, ok = f"error: {type(exc).__name__}: {lines[0] if lines else ''}", False
     finally:

@@ -82,7 +82,7 @@ class LiteRTClassifier(Classifier):
         try:
             self._interp = Interpreter(model_content=data, num_threads=threads)
             self._interp.allocate_tensors()
-        except Exception as exc:  # LiteRT raises ValueError/RuntimeError with multi-line text
+        except Exception as exc:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError with multi-line text
             raise ModelLoadError(f"{path}: LiteRT cannot load the model ({_one_line(exc)})") from None
         self._model_bytes = data  # the interpreter reads from this buffer: keep it alive
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()

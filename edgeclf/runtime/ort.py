@@ -93,7 +93,7 @@ class OrtClassifier(Classifier):
             opts.inter_op_num_threads = 1
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
             raise ModelLoadError(f"{path}: onnxruntime cannot load the model ({_one_line(exc)})") from None
         ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
         if len(ins) != 1 or len(outs) != 1:

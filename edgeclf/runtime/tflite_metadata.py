@@ -77,7 +77,7 @@ def _aligned_builder_class():
     class _AlignedBuilder(flatbuffers.Builder):
         """Builder that aligns byte vectors (weight buffers) to 16 bytes, like the converter does."""
 
-        def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers API name
+        def CreateNumpyVector(self, x):
             if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.size >= _BUFFER_ALIGNMENT:
                 self.StartVector(1, x.size, _BUFFER_ALIGNMENT)
                 payload = x.tobytes(order="C")

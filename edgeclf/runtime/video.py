@@ -40,7 +40,7 @@ LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://
 class CaptureLike(Protocol):
     """What the camera loop needs from a capture (``cv2.VideoCapture`` satisfies it)."""
 
-    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
+    def isOpened(self) -> bool: ...
     def read(self) -> tuple[bool, np.ndarray | None]: ...
     def release(self) -> None: ...
 
@@ -76,7 +76,7 @@ def source_fps(cap: Any, default: float = 30.0) -> float:
         import cv2
 
         fps = float(cap.get(cv2.CAP_PROP_FPS))
-    except Exception:  # fakes without get(), backends that do not know
+    except Exception:  # noqa: BLE001 - fakes without get(), backends that do not know
         return default
     return fps if 1.0 <= fps <= 1000.0 else default
 
@@ -151,7 +151,7 @@ class FrameReader:
                             break
                         except queue.Full:
                             continue
-        except Exception as exc:  # a broken backend or preprocessing: report, never die silently
+        except Exception as exc:  # noqa: BLE001 - a broken backend or preprocessing: report, never die silently
             self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         finally:
             self._finish()
@@ -170,7 +170,7 @@ class FrameReader:
                         break
         try:
             self._cap.release()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - releasing a broken capture
             pass
 
     # -- consumer side -------------------------------------------------------------------------
