@@ -146,3 +146,5 @@ def test_webcam_source_errors(models, tmp_path):
     assert r.exit_code == 1 and "video file not found" in r.output
     r = _run(webcam_cmd, [models.model_dir, "--source", "9", "--headless", "--read-timeout", "1"])
     assert r.exit_code == 1 and "cannot open camera 9" in r.output
+    r = _run(webcam_cmd, [models.model_dir, "--source", "rtsp://127.0.0.1:9/none", "--headless", "--read-timeout", "1"])
+    assert r.exit_code == 1 and "cannot open stream rtsp://127.0.0.1:9/none" in r.output

@@ -21,6 +21,7 @@ the loop runs headless automatically (``CameraStats.notes`` says so).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -167,7 +168,7 @@ def run_camera(
     """
     from edgeclf._io import atomic_path
 
-    factory = capture_factory or open_cv_capture
+    factory = capture_factory or functools.partial(open_cv_capture, timeout_s=config.read_timeout_s)
     note = log or (lambda msg: None)
     src, live = parse_source(config.source)
     if not live and capture_factory is None and not Path(str(src)).is_file():

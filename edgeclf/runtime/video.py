@@ -63,10 +63,23 @@ def parse_source(source: str | int) -> tuple[int | str, bool]:
     return text, False
 
 
-def open_cv_capture(source: int | str) -> CaptureLike:
-    """The default capture factory: ``cv2.VideoCapture(source)``."""
+def open_cv_capture(source: int | str, timeout_s: float | None = None) -> CaptureLike:
+    """The default capture factory: ``cv2.VideoCapture(source)``.
+
+    For stream URLs, ``timeout_s`` bounds FFmpeg's open and read calls
+    (``CAP_PROP_OPEN_TIMEOUT_MSEC``/``CAP_PROP_READ_TIMEOUT_MSEC``) so an unreachable or stalled
+    server cannot block for FFmpeg's default (~30 s); builds without these properties fall back
+    to a plain open (the camera loop's own read timeout still applies).
+    """
     import cv2
 
+    if timeout_s and isinstance(source, str) and source.lower().startswith(LIVE_SCHEMES):
+        ms = int(timeout_s * 1000)
+        try:
+            return cv2.VideoCapture(source, cv2.CAP_FFMPEG,
+                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        except (cv2.error, AttributeError, TypeError):
+            pass
     return cv2.VideoCapture(source)
 
 
