@@ -127,6 +127,12 @@ class Classifier(abc.ABC):
         s, shape = self._spec, self._in.shape
         if len(shape) != 4:
             raise ModelLoadError(f"{self._path}: expected one NHWC image input, model input has shape {shape}")
+        if s.layout.upper() != "NHWC":
+            raise ModelLoadError(f"{self._path}: input layout {s.layout} is not supported (the runtime feeds NHWC)")
+        if shape[1] in (1, 3) and shape[3] not in (1, 3, -1):
+            raise ModelLoadError(
+                f"{self._path}: model input {tuple(shape)} looks NCHW; the edgeclf runtime feeds NHWC images"
+            )
         dims = {"height": (shape[1], s.height), "width": (shape[2], s.width), "channels": (shape[3], s.channels)}
         for what, (model_dim, spec_dim) in dims.items():
             if isinstance(model_dim, (int, np.integer)) and model_dim > 0 and model_dim != spec_dim:
