@@ -87,6 +87,8 @@ class Classifier(abc.ABC):
     Properties: :attr:`input_spec`, :attr:`labels`, :attr:`engine` (``"litert"``/``"onnxruntime"``),
     :attr:`precision` (``"int8"``, ``"fp32"``, ... as the metadata says, else inferred from the I/O
     dtypes or ``"unknown"``), :attr:`path`.
+
+    Not thread-safe: one classifier per thread (engines keep per-call state).
     """
 
     engine: str = ""
