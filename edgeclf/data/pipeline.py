@@ -1,0 +1,68 @@
+"""tf.data input pipelines: shuffling, batching, prefetching and on-the-fly augmentation.
+
+Augmentation runs here, on whole batches (vectorised Keras preprocessing layers), never inside
+the exported model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeclf._keras import keras, tf
+from edgeclf.data.config import AugmentConfig
+
+
+def _augmenter(cfg: AugmentConfig, height: int, width: int, seed: int):
+    layers = []
+    if cfg.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if cfg.translate_px:
+        layers.append(keras.layers.RandomTranslation(cfg.translate_px / height, cfg.translate_px / width,
+                                                     fill_mode="reflect", seed=seed + 1))
+    if cfg.rotate_deg:
+        layers.append(keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="reflect", seed=seed + 2))
+    if cfg.zoom:
+        layers.append(keras.layers.RandomZoom(cfg.zoom, fill_mode="reflect", seed=seed + 3))
+    return keras.Sequential(layers, name="augment") if layers else None
+
+
+def _cutout(images: tf.Tensor, size: int) -> tf.Tensor:
+    """Erase one random ``size`` x ``size`` square per image (set to 0), vectorised over the batch."""
+    shape = tf.shape(images)
+    n, h, w = shape[0], shape[1], shape[2]
+    cy = tf.random.uniform([n, 1, 1], 0, h, dtype=tf.int32)
+    cx = tf.random.uniform([n, 1, 1], 0, w, dtype=tf.int32)
+    ys = tf.range(h)[None, :, None]
+    xs = tf.range(w)[None, None, :]
+    half = size // 2
+    inside = (tf.abs(ys - cy) <= half) & (tf.abs(xs - cx) <= half)
+    return images * tf.cast(~inside, images.dtype)[..., None]
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
+                 augment: AugmentConfig | None = None, seed: int = 0) -> tf.data.Dataset:
+    """Build a batched tf.data pipeline over in-memory images.
+
+    Args:
+        x: uint8 (N, H, W, C) images, 0-255.
+        y: int32 (N,) labels.
+        batch_size: images per batch.
+        training: shuffle every epoch (reshuffle_each_iteration) and apply ``augment``.
+        augment: augmentation config; ignored when ``training`` is False.
+        seed: shuffle and augmentation seed.
+
+    Yields:
+        (float32 (B, H, W, C) in [0, 255], int32 (B,)) batches, prefetched.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment is not None:
+        aug = _augmenter(augment, x.shape[1], x.shape[2], seed)
+        if aug is not None:
+            ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+        if augment.cutout_px:
+            ds = ds.map(lambda a, b: (_cutout(a, augment.cutout_px), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,51 @@
+"""Evaluate a float Keras model on the test split and write the metrics/plots of a model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf._io import write_json
+from edgeclf.metrics import confusion_matrix, cross_entropy, per_class_report, top1_accuracy
+
+
+def predict_probs(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Run ``model`` on uint8/float (N, H, W, C) images in [0, 255] -> float32 (N, C) probabilities."""
+    out = [np.asarray(model(np.asarray(x[i:i + batch_size], dtype=np.float32), training=False))
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
+    """Top-1 accuracy, loss, per-class precision/recall/F1 and the confusion matrix on (x, y).
+
+    Args:
+        model: a Keras classifier, float32 (N, H, W, C) [0, 255] -> (N, C) probabilities.
+        x: uint8 (N, H, W, C) images; y: int32 (N,) labels.
+
+    Returns:
+        dict with ``top1_acc``, ``loss`` (cross-entropy, nats), ``n_test``, ``per_class`` and
+        ``confusion_matrix`` (list of lists, rows = true class).
+    """
+    probs = predict_probs(model, x)
+    cm = confusion_matrix(y, probs.argmax(axis=1), len(class_names))
+    return {
+        "top1_acc": round(top1_accuracy(probs, y), 4),
+        "loss": round(cross_entropy(probs, y), 4),
+        "n_test": int(len(y)),
+        "per_class": per_class_report(cm, class_names),
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def write_eval_artifacts(model_dir: Path, metrics: dict, history: list[dict] | None) -> None:
+    """Write metrics.json, confusion_matrix.png and (with a history) curves.png into ``model_dir``."""
+    from edgeclf.plots import confusion_matrix_plot, training_curves
+
+    write_json(model_dir / "metrics.json", metrics)
+    names = list(metrics["per_class"])
+    confusion_matrix_plot(np.asarray(metrics["confusion_matrix"]), names, model_dir / "confusion_matrix.png",
+                          title=f"test top-1 {metrics['top1_acc']:.2%} ({metrics['n_test']} images)")
+    if history:
+        training_curves(history, model_dir / "curves.png")
