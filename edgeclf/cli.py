@@ -12,6 +12,7 @@ import sys
 import click
 
 from edgeclf import __version__
+from edgeclf._cli_export import export_cmd
 from edgeclf._cli_runtime import predict_cmd, webcam_cmd
 
 MODEL_CHOICES = ("cnn", "cnn-small", "mobilenet_v2")
@@ -160,6 +161,7 @@ def eval_cmd(model_dir, data):
 
 cli.add_command(predict_cmd, "predict")
 cli.add_command(webcam_cmd, "webcam")
+cli.add_command(export_cmd, "export")
 
 
 def main() -> None:

@@ -1,0 +1,86 @@
+"""``edgeclf export``: thin click command -> ExportConfig -> export_model -> a table of artifacts.
+
+Imports TensorFlow only inside the command (``edgeclf predict``/``webcam`` stay TF-free).
+"""
+
+from __future__ import annotations
+
+import click
+
+from edgeclf.export.config import (ExportConfig, OnnxInt8Path, TfliteInt8Quantizer, parse_formats,
+                                   parse_precisions)
+
+
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def format_table(artifacts: list[dict]) -> str:
+    """One row per artifact: file, size, gzipped, top-1, drop (points), agreement, status."""
+    rows = [("file", "size", "gzipped", "top-1", "drop pp", "agree", "status")]
+    for a in artifacts:
+        v = a.get("validation") or {}
+        rows.append((a["file"], _mb(a.get("size_bytes")), _mb(a.get("size_gzip_bytes")),
+                     f"{v['top1_acc']:.4f}" if v else "-", f"{v['acc_drop_pp']:+.2f}" if v else "-",
+                     f"{v['top1_agreement']:.4f}" if v else "-", a.get("status", "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+@click.command("export")
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--formats", default="tflite,onnx", show_default=True, help="Comma list of tflite, onnx.")
+@click.option("--quantize", "quantize", default=None,
+              help="Comma list of none, fp16, dynamic, int8 (default: fp32,fp16,dynamic,int8 for tflite; "
+                   "fp32,int8 for onnx). Pairs a format lacks (onnx fp16/dynamic) are skipped.")
+@click.option("--prune", "prune", type=float, default=0.0, show_default=True,
+              help="Target weight sparsity in [0, 1) for Conv/Dense kernels (0 = no pruning).")
+@click.option("--prune-epochs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Fine-tuning epochs while pruning.")
+@click.option("--qat", is_flag=True, help="Quantization-aware training before int8 conversion (needs int8).")
+@click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--calibration-samples", type=int, default=500, show_default=True,
+              help="Training images for int8 calibration.")
+@click.option("--data", default=None, help="Data source instead of the one in config.json.")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
+              help="Fail an artifact whose test top-1 is more than this many points below the float model.")
+@click.option("--allow-drop", is_flag=True, help="Keep such artifacts, marked 'validation failed'.")
+@click.option("--val-samples", type=int, default=None, help="Test images for validation (default: all).")
+@click.option("--tflite-int8", type=click.Choice([q.value for q in TfliteInt8Quantizer]),
+              default=TfliteInt8Quantizer.CONVERTER.value, show_default=True, help="int8 TFLite quantizer.")
+@click.option("--onnx-int8", type=click.Choice([q.value for q in OnnxInt8Path]),
+              default=OnnxInt8Path.ORT_QDQ.value, show_default=True, help="int8 ONNX path.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Fine-tuning batch size (pruning, QAT).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, calibration_samples, data,
+               max_accuracy_drop, allow_drop, val_samples, tflite_int8, onnx_int8, batch_size, seed):
+    """Prune/quantize MODEL_DIR/model.keras, write .tflite/.onnx files, validate each, update manifest.json."""
+    try:
+        cfg = ExportConfig(formats=parse_formats(formats),
+                           precisions=parse_precisions(quantize) if quantize else None,
+                           prune_sparsity=prune, prune_epochs=prune_epochs, qat=qat, qat_epochs=qat_epochs,
+                           calibration_samples=calibration_samples, data=data,
+                           max_accuracy_drop_pp=max_accuracy_drop, allow_drop=allow_drop, val_samples=val_samples,
+                           tflite_int8=TfliteInt8Quantizer(tflite_int8), onnx_int8=OnnxInt8Path(onnx_int8),
+                           batch_size=batch_size, seed=seed)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    from edgeclf.data import DataError
+    from edgeclf.export import AccuracyGateError, export_model
+    from edgeclf.runtime import ModelLoadError
+
+    try:
+        result = export_model(model_dir, cfg)
+    except AccuracyGateError as exc:
+        if exc.result is not None:
+            click.echo(format_table(exc.result.artifacts))
+        raise click.ClickException(f"accuracy gate failed: {exc}") from None
+    except (DataError, FileNotFoundError, ValueError, RuntimeError, ModelLoadError, ImportError) as exc:
+        raise click.ClickException(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
+    click.echo(f"float model: top-1 {result.float_top1_acc:.4f} on {result.n_images} test images")
+    if result.sparsity:
+        click.echo(f"pruning: {result.sparsity['kernel_sparsity']:.1%} of Conv/Dense kernel weights are zero "
+                   f"(target {result.sparsity['target']:.0%})")
+    click.echo(format_table(result.artifacts))
+    click.echo(f"-> {result.manifest_path}")

@@ -1,0 +1,209 @@
+"""``ExportConfig``: what ``edgeclf export`` makes, validated once (no TensorFlow here).
+
+Contradictory options are refused with a one-line ``ValueError``; nothing is silently rewritten.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+
+class Format(str, enum.Enum):
+    """Artifact file format."""
+
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+
+class Precision(str, enum.Enum):
+    """Numeric precision of an artifact. ``none`` on the command line means FP32."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"          # float16 weights, float32 compute/I-O (TFLite only)
+    DYNAMIC = "dynamic"    # int8 weights, float activations quantized on the fly (TFLite only)
+    INT8 = "int8"          # full-integer: int8 weights and activations (TFLite: int8 I/O)
+
+
+class TfliteInt8Quantizer(str, enum.Enum):
+    """Which tool makes the full-integer int8 TFLite file (see docs/export.md for the comparison)."""
+
+    CONVERTER = "converter"            # tf.lite.TFLiteConverter post-training quantization
+    AI_EDGE_QUANTIZER = "ai-edge-quantizer"  # ai_edge_quantizer static_wi8_ai8 recipe on the fp32 .tflite
+
+
+class OnnxInt8Path(str, enum.Enum):
+    """How the int8 ONNX file is made (see :mod:`edgeclf.export.onnx` for the measurements)."""
+
+    ORT_QDQ = "ort-qdq"          # onnxruntime quantize_static (QDQ, per-channel, uint8 activations), float I/O
+    FROM_TFLITE = "from-tflite"  # tf2onnx conversion of the int8 TFLite file, int8 I/O
+
+
+#: (format, precision) pairs that have an exporter (the registry in registry.py implements exactly these).
+SUPPORTED: frozenset[tuple[Format, Precision]] = frozenset({
+    (Format.TFLITE, Precision.FP32), (Format.TFLITE, Precision.FP16), (Format.TFLITE, Precision.DYNAMIC),
+    (Format.TFLITE, Precision.INT8), (Format.ONNX, Precision.FP32), (Format.ONNX, Precision.INT8),
+})
+
+#: Precisions made when none are asked for, per format.
+DEFAULT_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
+    Format.TFLITE: (Precision.FP32, Precision.FP16, Precision.DYNAMIC, Precision.INT8),
+    Format.ONNX: (Precision.FP32, Precision.INT8),
+}
+
+
+def parse_precisions(text: str) -> tuple[Precision, ...]:
+    """``"none,int8"`` -> (FP32, INT8). ``none``/``fp32`` both mean FP32. Raises ValueError on unknown names."""
+    out: list[Precision] = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        part = "fp32" if part == "none" else part
+        try:
+            p = Precision(part)
+        except ValueError:
+            raise ValueError(f"--quantize: unknown value {part!r} (choose from none, fp16, dynamic, int8)") from None
+        if p not in out:
+            out.append(p)
+    if not out:
+        raise ValueError("--quantize: empty list")
+    return tuple(out)
+
+
+def parse_formats(text: str) -> tuple[Format, ...]:
+    """``"tflite,onnx"`` -> (TFLITE, ONNX). Raises ValueError on unknown names."""
+    out: list[Format] = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        try:
+            f = Format(part)
+        except ValueError:
+            raise ValueError(f"--formats: unknown format {part!r} (choose from tflite, onnx)") from None
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise ValueError("--formats: empty list")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything ``export_model`` needs besides the model directory.
+
+    Attributes:
+        formats: artifact formats to write.
+        precisions: precisions to make; None = :data:`DEFAULT_PRECISIONS` per format. Pairs a format
+            does not support (e.g. ONNX fp16) are skipped with a log line; a precision no chosen
+            format supports is an error.
+        prune_sparsity: target fraction of zero weights in Conv/Dense kernels, 0 = no pruning, < 1.
+        prune_epochs: fine-tuning epochs while pruning (PolynomialDecay 0 -> target).
+        qat: quantization-aware training before int8 conversion (needs INT8 among ``precisions``).
+        qat_epochs: fine-tuning epochs of the QAT model.
+        calibration_samples: representative training images for int8 calibration (stratified).
+        data: dataset source overriding the model directory's config.json (None = the same data).
+        max_accuracy_drop_pp: an artifact whose test top-1 is more than this many percentage points
+            below the float Keras model fails the export.
+        allow_drop: record such artifacts with status "validation failed" instead of failing.
+        val_samples: test images used for validation (stratified subset); None = the whole test split.
+        tflite_int8: the int8 TFLite quantizer.
+        onnx_int8: the int8 ONNX path.
+        batch_size: fine-tuning batch size (pruning, QAT).
+        seed: seed for sampling and fine-tuning.
+    """
+
+    formats: tuple[Format, ...] = (Format.TFLITE, Format.ONNX)
+    precisions: tuple[Precision, ...] | None = None
+    prune_sparsity: float = 0.0
+    prune_epochs: int = 2
+    qat: bool = False
+    qat_epochs: int = 1
+    calibration_samples: int = 500
+    data: str | None = None
+    max_accuracy_drop_pp: float = 1.0
+    allow_drop: bool = False
+    val_samples: int | None = None
+    tflite_int8: TfliteInt8Quantizer = TfliteInt8Quantizer.CONVERTER
+    onnx_int8: OnnxInt8Path = OnnxInt8Path.ORT_QDQ
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.formats:
+            raise ValueError("no export format given")
+        if not 0.0 <= self.prune_sparsity < 1.0:
+            raise ValueError(f"--prune must be in [0, 1), got {self.prune_sparsity}")
+        if self.prune_sparsity and self.prune_epochs < 1:
+            raise ValueError("--prune needs --prune-epochs >= 1 (pruning happens during fine-tuning)")
+        if self.calibration_samples < 1:
+            raise ValueError(f"--calibration-samples must be >= 1, got {self.calibration_samples}")
+        if self.val_samples is not None and self.val_samples < 1:
+            raise ValueError(f"--val-samples must be >= 1, got {self.val_samples}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.qat and Precision.INT8 not in self.resolved_precisions():
+            raise ValueError("--qat trains for int8 but int8 is not among the --quantize precisions "
+                             "(contradictory options: add int8 or drop --qat)")
+        if self.qat and self.qat_epochs < 1:
+            raise ValueError("--qat needs --qat-epochs >= 1")
+        if self.precisions is not None:
+            for p in self.precisions:
+                if not any((f, p) in SUPPORTED for f in self.formats):
+                    names = ", ".join(f.value for f in self.formats)
+                    raise ValueError(f"precision {p.value} is not supported by the chosen format(s) {names}")
+
+    def resolved_precisions(self) -> tuple[Precision, ...]:
+        """The precisions asked for, or the union of the defaults of the chosen formats."""
+        if self.precisions is not None:
+            return self.precisions
+        out: list[Precision] = []
+        for f in self.formats:
+            out += [p for p in DEFAULT_PRECISIONS[f] if p not in out]
+        return tuple(out)
+
+    def jobs(self) -> list[tuple[Format, Precision]]:
+        """(format, precision) pairs to export, in order; unsupported pairs are left out."""
+        wanted = self.resolved_precisions()
+        out = []
+        for f in self.formats:
+            allowed = DEFAULT_PRECISIONS[f] if self.precisions is None else wanted
+            out += [(f, p) for p in allowed if (f, p) in SUPPORTED]
+        return out
+
+    def file_name(self, fmt: Format, precision: Precision) -> str:
+        """Artifact file name: ``model_int8.tflite``, ``model_pruned50_int8.onnx``, ``model_qat_int8.tflite``."""
+        parts = ["model"]
+        if self.prune_sparsity:
+            parts.append(f"pruned{round(self.prune_sparsity * 100)}")
+        if self.qat and precision is Precision.INT8:
+            parts.append("qat")
+        parts.append(precision.value)
+        return "_".join(parts) + "." + fmt.value
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["formats"] = [f.value for f in self.formats]
+        d["precisions"] = [p.value for p in self.precisions] if self.precisions is not None else None
+        d["tflite_int8"] = self.tflite_int8.value
+        d["onnx_int8"] = self.onnx_int8.value
+        return d
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """What one exporter call gets besides the model and output path.
+
+    Attributes:
+        precision: the precision to produce.
+        config: the export configuration.
+        representative: float32 (N, H, W, C) RGB/grey [0, 255] training images for int8 calibration.
+        metadata: the JSON object to embed in the file (``Manifest.embedded_metadata``); ONNX
+            exporters add ``input_quantization``/``output_quantization`` for int8/uint8 graph I/O.
+        quantization_aware: the model was trained with QAT (fake-quant layers carry the ranges).
+    """
+
+    precision: Precision
+    config: ExportConfig
+    representative: "np.ndarray"
+    metadata: dict
+    quantization_aware: bool = False

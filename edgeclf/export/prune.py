@@ -1,0 +1,140 @@
+"""Magnitude pruning with tensorflow-model-optimization, then a short fine-tune.
+
+``prune_model`` wraps every Conv2D / DepthwiseConv2D / Dense layer (except a first conv that
+reads the raw 1- or 3-channel image, whose few weights matter most) in ``prune_low_magnitude``
+with a ``PolynomialDecay`` schedule from 0 to the target sparsity, fine-tunes on the training
+split with the model's own loss (categorical cross-entropy with the training label smoothing),
+and strips the wrappers. Nested models (the MobileNetV2 base) are cloned recursively, because
+tfmot cannot wrap a whole nested model. Zeroed weights stay exactly zero, so they survive BN
+folding and symmetric int8 quantization (zero point 0) — :func:`edgeclf.export.artifacts.int8_weight_report`
+counts them in the exported files.
+
+Sources: https://www.tensorflow.org/model_optimization/guide/pruning/comprehensive_guide
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeclf._keras import keras, tf
+
+log = logging.getLogger(__name__)
+
+PRUNABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+FINE_TUNE_LR_FACTOR = 0.1   # fine-tuning peak learning rate = this x the training recipe's lr
+
+
+def _tfmot():
+    try:
+        import tensorflow_model_optimization as tfmot
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("--prune/--qat need: pip install tensorflow-model-optimization") from exc
+    return tfmot
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Measured zeros in the kernels of Conv/Dense layers of the stripped model.
+
+    ``layers`` maps layer name -> {"params", "zeros", "sparsity"}; ``kernel_sparsity`` is zeros /
+    params over all those kernels (pruned or not); ``target`` the requested sparsity.
+    """
+
+    target: float
+    kernel_sparsity: float
+    layers: dict
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "kernel_sparsity": self.kernel_sparsity, "layers": self.layers}
+
+
+def _kernel(layer) -> np.ndarray | None:
+    w = getattr(layer, "depthwise_kernel", None)
+    if w is None:
+        w = getattr(layer, "kernel", None)
+    return None if w is None else np.asarray(w.numpy())
+
+
+def _walk(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer)
+        else:
+            yield layer
+
+
+def sparsity_report(model, target: float) -> SparsityReport:
+    """Count zeros in every Conv/Dense kernel of ``model`` (nested models included)."""
+    layers, total, zeros = {}, 0, 0
+    for layer in _walk(model):
+        if isinstance(layer, PRUNABLE) and (k := _kernel(layer)) is not None:
+            z = int(np.count_nonzero(k == 0))
+            layers[layer.name] = {"params": int(k.size), "zeros": z, "sparsity": round(z / k.size, 4)}
+            total, zeros = total + k.size, zeros + z
+    return SparsityReport(target=target, kernel_sparsity=round(zeros / total, 4) if total else 0.0, layers=layers)
+
+
+def _wrap_for_pruning(model, schedule):
+    tfmot = _tfmot()
+    first = {"seen": False}
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        if isinstance(layer, PRUNABLE):
+            if not first["seen"] and isinstance(layer, keras.layers.Conv2D) and layer.input_shape[-1] in (1, 3):
+                first["seen"] = True  # the image-reading conv stays dense
+                return layer
+            first["seen"] = True
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def fine_tune(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, epochs: int, batch_size: int,
+              lr: float, label_smoothing: float, seed: int, callbacks: list, augment=None) -> None:
+    """Fine-tune ``model`` in place: cosine-decayed Adam from ``lr``, the model's cross-entropy loss.
+
+    ``x_train`` uint8 (N, H, W, C), ``y_train`` int (N,); batches from :func:`edgeclf.data.pipeline.make_dataset`.
+    """
+    from edgeclf.data.pipeline import make_dataset
+
+    steps = epochs * int(np.ceil(len(x_train) / batch_size))
+    ds = make_dataset(x_train, y_train, batch_size, True, augment, seed).map(
+        lambda x, y: (x, tf.one_hot(y, num_classes)))
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, max(1, steps))),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    model.fit(ds, epochs=epochs, callbacks=callbacks, verbose=2 if log.isEnabledFor(logging.INFO) else 0)
+
+
+def prune_model(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, sparsity: float, epochs: int,
+                batch_size: int, lr: float, label_smoothing: float, seed: int,
+                augment=None) -> tuple[object, SparsityReport]:
+    """Prune ``model`` to ``sparsity`` while fine-tuning ``epochs`` epochs; returns (stripped model, report).
+
+    The schedule reaches the target after 2/3 of the fine-tuning steps and holds it for the rest.
+    ``model``'s layers are reused (its weights change): pass a fresh copy.
+
+    Raises:
+        ValueError: the model has no prunable layer.
+    """
+    tfmot = _tfmot()
+    steps = epochs * int(np.ceil(len(x_train) / batch_size))
+    frequency = max(1, min(100, steps // 20))
+    end_step = max(frequency, (2 * steps // 3) // frequency * frequency)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(sparsity),
+                                                    begin_step=0, end_step=end_step, frequency=frequency)
+    wrapped = _wrap_for_pruning(model, schedule)
+    if not tfmot.sparsity.keras.pruning_wrapper.collect_prunable_layers(wrapped):
+        raise ValueError(f"model '{model.name}' has no Conv2D/Dense layer to prune")
+    fine_tune(wrapped, x_train, y_train, num_classes, epochs, batch_size, lr, label_smoothing, seed,
+              [tfmot.sparsity.keras.UpdatePruningStep()], augment)
+    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    report = sparsity_report(stripped, sparsity)
+    log.info("pruned to %.1f%% kernel sparsity (target %.0f%%)", 100 * report.kernel_sparsity, 100 * sparsity)
+    return stripped, report

@@ -1,0 +1,51 @@
+"""Quantization-aware training (tfmot) before int8 conversion.
+
+Layers tfmot's default 8-bit registry supports are annotated and wrapped with fake-quant; the rest
+(``Rescaling``, ``Resizing``) stay float and are quantized by the converter's post-training pass
+with the representative images. A pruned model uses ``Default8BitPrunePreserveQuantizeScheme`` so
+fine-tuning keeps its zeros. Nested models (MobileNetV2's base) are not supported by tfmot's QAT
+and are refused with a clear message.
+
+Sources: https://www.tensorflow.org/model_optimization/guide/quantization/training_comprehensive_guide ,
+https://www.tensorflow.org/model_optimization/guide/combine/pqat_example
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeclf._keras import keras
+from edgeclf.export.prune import _tfmot, fine_tune
+
+
+def quantize_aware(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, epochs: int,
+                   batch_size: int, lr: float, label_smoothing: float, seed: int, preserve_sparsity: bool,
+                   augment=None):
+    """Wrap ``model`` for QAT, fine-tune ``epochs`` epochs, return the QAT model (convert with the TFLite converter).
+
+    Raises:
+        ValueError: the model nests another model (tfmot QAT cannot handle it).
+    """
+    tfmot = _tfmot()
+    qk = tfmot.quantization.keras
+    if any(isinstance(layer, keras.Model) for layer in model.layers):
+        raise ValueError(f"--qat: model '{model.name}' contains a nested model, which tfmot QAT does not support "
+                         "(use post-training int8 without --qat)")
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry
+
+    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+    def annotate(layer):
+        return qk.quantize_annotate_layer(layer) if registry.supports(layer) else layer
+
+    annotated = keras.models.clone_model(model, clone_function=annotate)
+    with qk.quantize_scope():
+        if preserve_sparsity:
+            from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+                default_8bit_prune_preserve_quantize_scheme as pp)
+
+            qat = qk.quantize_apply(annotated, scheme=pp.Default8BitPrunePreserveQuantizeScheme())
+        else:
+            qat = qk.quantize_apply(annotated)
+    fine_tune(qat, x_train, y_train, num_classes, epochs, batch_size, lr, label_smoothing, seed, [], augment)
+    return qat
