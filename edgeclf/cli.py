@@ -13,6 +13,7 @@ import click
 
 from edgeclf import __version__
 from edgeclf._cli_export import export_cmd
+from edgeclf._cli_bench import bench_cmd
 from edgeclf._cli_runtime import predict_cmd, webcam_cmd
 
 MODEL_CHOICES = ("cnn", "cnn-small", "mobilenet_v2")
@@ -161,6 +162,7 @@ def eval_cmd(model_dir, data):
 
 cli.add_command(predict_cmd, "predict")
 cli.add_command(webcam_cmd, "webcam")
+cli.add_command(bench_cmd, "bench")
 cli.add_command(export_cmd, "export")
 
 

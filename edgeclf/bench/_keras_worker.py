@@ -1,0 +1,84 @@
+"""Bench worker kinds that need TensorFlow: the float original and the default-converter reference.
+
+* ``keras-function``: ``tf.function(model, jit_compile=False, reduce_retracing=True)`` called on
+  a prepared ``tf.constant`` -- the fair float baseline every speed-up is relative to; also
+  computes the original's test-set probabilities (reference for accuracy drop and agreement).
+* ``keras-predict``: ``model.predict(x, verbose=0)`` -- the convenient but per-call heavy path
+  (it builds a data pipeline each call); accuracy is the same model's, taken from the other row.
+* ``convert-default``: ``tf.lite.TFLiteConverter.from_keras_model(model)`` with
+  ``optimizations=[tf.lite.Optimize.DEFAULT]`` and no representative data (dynamic-range
+  weights), written to ``out_file``; the parent then measures it like any other artifact.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.bench.config import TimingConfig
+from edgeclf.bench.timing import latency_stats, peak_rss_mb, throughput_stats
+from edgeclf.bench.worker import ACCURACY_CHUNK, Phase, batch_of
+
+
+def _to_probs(out: np.ndarray) -> np.ndarray:
+    from edgeclf.runtime.base import looks_like_probs, softmax
+
+    out = np.asarray(out, dtype=np.float32).reshape(len(out), -1)
+    return out if looks_like_probs(out, 1e-3) else softmax(out)
+
+
+def run_keras(spec: dict, phase: Phase) -> None:
+    """Run one TensorFlow-side worker kind (see the module docstring)."""
+    phase.enter("load")
+    from edgeclf._keras import tf
+
+    threads = int(spec["threads"])
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from edgeclf.eval_dir import load_keras_model
+
+    model = load_keras_model(Path(spec["path"]))
+    res = phase.result
+    if spec["kind"] == "convert-default":
+        _convert_default(tf, model, Path(spec["out_file"]))
+        res["tensorflow"] = tf.__version__
+        return
+    gpus = tf.config.list_physical_devices("GPU")
+    res.update(engine=f"tensorflow {tf.__version__}", device=f"GPU ({len(gpus)})" if gpus else "CPU",
+               fixed_batch=None)
+    timing = TimingConfig(**spec["timing"])
+    images = np.load(spec["images"], mmap_mode="r")
+    n_batch = int(spec["batch_size"])
+    one, many = batch_of(images, 1), batch_of(images, n_batch)
+    phase.enter("run")
+    if spec["kind"] == "keras-function":
+        fn = tf.function(model, jit_compile=False, reduce_retracing=True)
+        t1, tn = tf.constant(one), tf.constant(many)
+        res["latency"] = latency_stats(lambda: fn(t1, training=False).numpy(), timing)
+        res["throughput"] = throughput_stats(lambda: fn(tn, training=False).numpy(), n_batch, timing)
+        res["throughput_mode"] = f"one call of batch {n_batch}"
+    elif spec["kind"] == "keras-predict":
+        res["latency"] = latency_stats(lambda: model.predict(one, verbose=0), timing)
+        res["throughput"] = throughput_stats(lambda: model.predict(many, batch_size=n_batch, verbose=0),
+                                             n_batch, timing)
+        res["throughput_mode"] = f"model.predict of {n_batch} images, batch_size={n_batch}"
+    else:
+        raise ValueError(f"unknown worker kind {spec['kind']!r}")
+    res["peak_rss_mb"] = peak_rss_mb()
+    if spec["accuracy"] and spec["kind"] == "keras-function":
+        phase.enter("accuracy")
+        t0 = time.perf_counter()
+        probs = [fn(tf.constant(np.asarray(images[i:i + ACCURACY_CHUNK], dtype=np.float32)), training=False)
+                 .numpy() for i in range(0, len(images), ACCURACY_CHUNK)]
+        res["accuracy_seconds"] = time.perf_counter() - t0
+        np.save(spec["probs_out"], _to_probs(np.concatenate(probs)))
+
+
+def _convert_default(tf, model, out_file: Path) -> None:
+    from edgeclf._io import write_bytes
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    write_bytes(out_file, conv.convert())

@@ -1,0 +1,81 @@
+"""Facts about the machine a benchmark ran on (CPU, SIMD flags, cores, library versions, load).
+
+Never imports TensorFlow: versions come from package metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+# CPU flags that decide which kernels the engines can use (x86 names as in /proc/cpuinfo).
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+              "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+# ARM (Raspberry Pi) equivalents.
+ARM_FLAGS = ("neon", "asimd", "asimddp", "asimdhp", "sve", "i8mm", "bf16")
+PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert", "tensorflow", "tf-keras", "onnx", "tf2onnx",
+            "tensorflow-model-optimization", "opencv-python-headless")
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and value.strip():
+                    model = value.strip()
+                elif key in ("flags", "features"):
+                    flags.update(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _mem_total_mb() -> float | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    return None
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages (other work on the machine skews timings), or None."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_facts(threads: int) -> dict:
+    """A JSON-ready dict: cpu_model, simd flags present, logical/usable cores, memory, OS,
+    Python and library versions, the engine thread count used, and the current load average."""
+    model, flags = _cpuinfo()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_model": model,
+        "arch": platform.machine(),
+        "simd_flags": {f: f in flags for f in (SIMD_FLAGS if platform.machine() in ("x86_64", "AMD64")
+                                               else ARM_FLAGS)},
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "mem_total_mb": _mem_total_mb(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": {p: v for p in PACKAGES if (v := _version(p)) is not None},
+        "threads": threads,
+        "load_average_start": load_average(),
+    }

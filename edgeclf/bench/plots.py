@@ -1,0 +1,70 @@
+"""Bench figures: top-1 accuracy vs batch-1 p50 latency, and file sizes (raw and gzipped).
+
+Uses the Agg helpers of :mod:`edgeclf.plots` (matplotlib imported lazily, PNGs written atomically).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.bench.config import BenchRow
+from edgeclf.plots import _plt, _save
+
+_COLOURS = {"tensorflow": "tab:grey", "litert": "tab:blue", "onnxruntime": "tab:orange"}
+
+
+def label(row: BenchRow) -> str:
+    """Short label of a row for plots, e.g. ``tflite int8``."""
+    fmt = row.format.replace(" (default converter, reference)", " default-conv (ref)")
+    return f"{fmt} {row.precision}" if not fmt.startswith("keras") else fmt
+
+
+def accuracy_vs_latency(rows: list[BenchRow], path: Path, title: str) -> Path:
+    """Scatter of top1_acc against latency_ms_p50 (log x), one labelled point per measured row."""
+    plt = _plt()
+    pts = [r for r in rows if r.top1_acc is not None and r.latency_ms_p50]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in pts:
+        ax.scatter(r.latency_ms_p50, r.top1_acc, s=40, color=_COLOURS.get(r.engine, "tab:green"),
+                   marker="s" if r.status.value != "ok" else "o", zorder=3)
+        ax.annotate(label(r), (r.latency_ms_p50, r.top1_acc), textcoords="offset points", xytext=(5, 4),
+                    fontsize=7)
+    if pts:
+        ax.set_xscale("log")
+    for engine, colour in _COLOURS.items():
+        ax.scatter([], [], color=colour, label=engine)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_xlabel("batch-1 latency p50 (ms, log scale)")
+    ax.set_ylabel("top-1 accuracy (test)")
+    ax.set_title(f"{title}: accuracy vs latency (squares: status not ok)")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def size_bars(rows: list[BenchRow], path: Path, title: str) -> Path:
+    """Horizontal bars of size_bytes and size_gzip_bytes (MB) per distinct file."""
+    plt = _plt()
+    seen, pts = set(), []
+    for r in rows:
+        if r.size_bytes is not None and r.file not in seen:
+            seen.add(r.file)
+            pts.append(r)
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.45 * max(len(pts), 1)))
+    y = np.arange(len(pts))
+    raw = [r.size_bytes / 1e6 for r in pts]
+    gz = [(r.size_gzip_bytes or 0) / 1e6 for r in pts]
+    ax.barh(y - 0.2, raw, height=0.4, label="file", color="tab:blue")
+    ax.barh(y + 0.2, gz, height=0.4, label="gzip -9", color="tab:cyan")
+    for yi, (a, b) in enumerate(zip(raw, gz)):
+        ax.text(a, yi - 0.2, f" {a:.2f}", va="center", fontsize=7)
+        ax.text(b, yi + 0.2, f" {b:.2f}", va="center", fontsize=7)
+    ax.set_yticks(y, [f"{label(r)} ({r.file})" if not r.format.startswith("keras") else r.file for r in pts],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("size (MB, 10^6 bytes)")
+    ax.set_title(f"{title}: artifact size")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)

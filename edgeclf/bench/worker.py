@@ -1,0 +1,154 @@
+"""One bench measurement in a fresh process: ``python -m edgeclf.bench.worker SPEC.json``.
+
+A fresh process per artifact isolates engines from each other (no shared thread pools, caches or
+allocator state) and gives an honest peak memory: the process only imports the runtime, opens
+one artifact and runs it. Runtime artifacts never import TensorFlow here; only the Keras rows
+and the default-converter reference do (:mod:`edgeclf.bench._keras_worker`).
+
+SPEC.json (written by :mod:`edgeclf.bench.runner`)::
+
+    {"kind": "runtime" | "keras-function" | "keras-predict" | "convert-default",
+     "path": artifact file (runtime) or model directory (keras kinds),
+     "input": InputSpec dict, "labels": [...], "precision": str,
+     "threads": int, "batch_size": int, "timing": TimingConfig fields,
+     "images": uint8 (N, H, W, C) .npy, "accuracy": bool,
+     "probs_out": float32 (N, C) .npy written when accuracy is true,
+     "result_out": JSON written here, "out_file": .tflite written by convert-default}
+
+Order inside a worker: load -> batch-1 latency -> API-path latency -> batch-N throughput ->
+peak RSS (before the test set is read, so it is the cost of load + run only) -> accuracy.
+The result JSON is rewritten at the start of each phase, so a hard crash (segfault) still tells
+the parent which phase died.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf._io import write_json
+from edgeclf.bench.config import TimingConfig
+from edgeclf.bench.timing import latency_stats, peak_rss_mb, throughput_stats
+
+ACCURACY_CHUNK = 256  # images per call in the accuracy pass
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (engine errors are often multi-line)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def batch_of(images: np.ndarray, n: int) -> np.ndarray:
+    """float32 (n, H, W, C): the first n images (repeated if fewer), pixel values 0..255."""
+    reps = -(-n // len(images))
+    return np.ascontiguousarray(np.concatenate([images[:n]] * reps)[:n], dtype=np.float32)
+
+
+class Phase:
+    """Tracks the current phase and rewrites the result JSON at each step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.result = path, {"ok": False, "phase": "start"}
+
+    def enter(self, name: str) -> None:
+        self.result["phase"] = name
+        write_json(self.path, self.result)
+
+    def finish(self) -> None:
+        self.result.update(ok=True, phase="done")
+        write_json(self.path, self.result)
+
+    def fail(self, exc: BaseException) -> None:
+        self.result.update(ok=False, error=one_line(exc), traceback=traceback.format_exc(limit=8))
+        write_json(self.path, self.result)
+
+
+def _open_runtime(spec: dict):
+    from edgeclf.runtime.manifest import InputSpec
+
+    path = Path(spec["path"])
+    if path.suffix == ".tflite":
+        from edgeclf.runtime.litert import LiteRTClassifier
+
+        clf = LiteRTClassifier(path, threads=spec["threads"])
+    else:
+        from edgeclf.runtime.ort import OrtClassifier
+
+        clf = OrtClassifier(path, threads=spec["threads"])
+    return clf.bind(InputSpec.from_dict(spec["input"]), list(spec["labels"]), spec.get("precision"))
+
+
+def run_runtime(spec: dict, phase: Phase) -> None:
+    """Measure one .tflite/.onnx artifact through edgeclf.runtime (no TensorFlow)."""
+    timing = TimingConfig(**spec["timing"])
+    images = np.load(spec["images"], mmap_mode="r")
+    n_batch = int(spec["batch_size"])
+    phase.enter("load")
+    clf = _open_runtime(spec)
+    res = phase.result
+    res.update(engine=clf.engine, device="CPU", input_dtype=str(clf.input_dtype),
+               fixed_batch=clf.input_tensor.fixed_batch)
+    phase.enter("run")
+    one = batch_of(images, 1)
+    x1 = clf.prepare_batch(one)
+    raw = clf._run  # the backend's bare engine call: set input, invoke, read output
+    res["latency"] = latency_stats(lambda: raw(x1), timing)
+    # The public API path (quantize + run + dequantize/softmax) for the overhead note.
+    api_timing = TimingConfig(warmup_iters=timing.warmup_iters, warmup_seconds=0.0,
+                              min_iters=max(1, timing.min_iters // 2), min_seconds=timing.min_seconds / 4,
+                              max_seconds=timing.max_seconds / 4)
+    res["api_latency"] = latency_stats(lambda: clf.predict(one), api_timing)
+    fixed = clf.input_tensor.fixed_batch
+    if fixed is None:
+        xn = clf.prepare_batch(batch_of(images, n_batch))
+        res["throughput"] = throughput_stats(lambda: raw(xn), n_batch, timing)
+        res["throughput_mode"] = f"one call of batch {n_batch}"
+    else:
+        xf = clf.prepare_batch(batch_of(images, fixed))
+        calls = -(-n_batch // fixed)
+
+        def loop() -> None:
+            for _ in range(calls):
+                raw(xf)
+
+        res["throughput"] = throughput_stats(loop, calls * fixed, timing)
+        res["throughput_mode"] = f"{calls} calls of the fixed batch {fixed}"
+    res["peak_rss_mb"] = peak_rss_mb()
+    if spec["accuracy"]:
+        phase.enter("accuracy")
+        t0 = time.perf_counter()
+        probs = np.concatenate([clf.predict(np.asarray(images[i:i + ACCURACY_CHUNK], dtype=np.float32))
+                                for i in range(0, len(images), ACCURACY_CHUNK)])
+        res["accuracy_seconds"] = time.perf_counter() - t0
+        np.save(spec["probs_out"], probs.astype(np.float32))
+
+
+def main(argv: list[str]) -> int:
+    """Run the measurement SPEC.json describes; exit 0 on success, 1 on a caught failure."""
+    if len(argv) != 1:
+        print("usage: python -m edgeclf.bench.worker SPEC.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    phase = Phase(Path(spec["result_out"]))
+    try:
+        if spec["kind"] == "runtime":
+            run_runtime(spec, phase)
+        else:
+            from edgeclf.bench._keras_worker import run_keras
+
+            run_keras(spec, phase)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a status row, never a crash of the bench
+        phase.fail(exc)
+        return 1
+    phase.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,131 @@
+"""``edgeclf bench``: complete table, CSV == Markdown, failures as status rows, --min-accuracy exit code.
+
+One bench run (``--quick``) on a copy of the tiny model directory with an fp32 TFLite, an fp32
+ONNX and a deliberately truncated ``.tflite`` listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgeclf.bench.config import COLUMNS
+from edgeclf.bench.report import NA, parse_markdown_table
+from edgeclf.cli import cli
+
+BROKEN = "model_broken_int8.tflite"
+METRIC_COLUMNS = ("size_bytes", "size_gzip_bytes", "top1_acc", "acc_drop_pp", "top1_agreement", "latency_ms_p50",
+                  "latency_ms_p95", "throughput_ips", "speedup_vs_original", "peak_rss_mb")
+
+
+def _make_artifacts(model_dir: Path) -> None:
+    """fp32 .tflite + fp32 .onnx of model.keras, a truncated .tflite, and their manifest entries."""
+    from edgeclf._keras import tf
+    from edgeclf.eval_dir import load_keras_model
+    from edgeclf.runtime.manifest import InputSpec, Manifest, write_manifest
+
+    model = load_keras_model(model_dir)
+    fp32 = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    (model_dir / "model_fp32.tflite").write_bytes(fp32)
+    (model_dir / BROKEN).write_bytes(fp32[: len(fp32) // 3])
+    import tf2onnx
+
+    h, w, c = model.input_shape[1:]
+    sig = (tf.TensorSpec((None, h, w, c), tf.float32, name="input"),)
+    onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=sig, opset=17)
+    (model_dir / "model_fp32.onnx").write_bytes(onnx_model.SerializeToString())
+    labels = (model_dir / "labels.txt").read_text().split()
+    manifest = Manifest(name="tiny", input=InputSpec(height=h, width=w, channels=c), labels=labels, model="cnn")
+    for file, fmt, precision in (("model_fp32.tflite", "tflite", "fp32"), ("model_fp32.onnx", "onnx", "fp32"),
+                                 (BROKEN, "tflite", "int8")):
+        manifest.upsert_artifact({"file": file, "format": fmt, "precision": precision, "sparsity": 0.0})
+    write_manifest(model_dir, manifest)
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    model_dir = tmp_path_factory.mktemp("bench") / "tiny"
+    shutil.copytree(tiny_model_dir, model_dir)
+    _make_artifacts(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def bench_run(bench_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_out")
+    work = tmp_path_factory.mktemp("bench_work")
+    res = CliRunner().invoke(cli, ["bench", str(bench_dir), "--quick", "--out", str(out), "--work-dir", str(work),
+                                   "--test-samples", "60"])
+    return res, out, work
+
+
+def _rows(out: Path) -> tuple[list[dict], list[dict]]:
+    md = parse_markdown_table((out / "bench.md").read_text())
+    with open(out / "bench.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return md, rows
+
+
+def test_bench_writes_complete_table(bench_run):
+    res, out, work = bench_run
+    assert res.exit_code == 0, res.output
+    for name in ("bench.md", "bench.csv", "bench.json", "machine.json", "accuracy_vs_latency.png", "size.png"):
+        assert (out / name).is_file(), name
+    assert (work / "baseline_default.tflite").is_file()
+    md, _ = _rows(out)
+    assert list(md[0]) == list(COLUMNS)
+    by = {(r["format"], r["precision"]): r for r in md}
+    for key in (("keras model.predict", "fp32"), ("keras tf.function", "fp32"), ("tflite", "fp32"),
+                ("onnx", "fp32"), ("tflite (default converter, reference)", "dynamic")):
+        row = by[key]
+        assert row["status"] == "ok", row
+        assert all(row[c] not in ("", NA) for c in COLUMNS if c != "detail"), row
+        assert 0.0 <= float(row["top1_acc"]) <= 1.0
+        assert float(row["latency_ms_p50"]) <= float(row["latency_ms_p95"])
+        assert row["threads"] == "1"
+    fn = by[("keras tf.function", "fp32")]
+    assert float(fn["speedup_vs_original"]) == 1.0 and float(fn["top1_agreement"]) == 1.0
+    assert float(by[("tflite", "fp32")]["top1_agreement"]) >= 0.95  # fp32 conversion keeps the decisions
+    # expected-but-missing formats are explicit rows, and every row has a status
+    assert by[("onnx", "pruned-int8")]["status"] == "export failed"
+    assert all(r["status"] for r in md)
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["threads"] == 1 and "avx2" in machine["simd_flags"]
+
+
+def test_csv_matches_markdown(bench_run):
+    _, out, _ = bench_run
+    md, rows = _rows(out)
+    assert md == rows
+
+
+def test_broken_artifact_is_a_failed_row(bench_run):
+    res, out, _ = bench_run
+    md, _ = _rows(out)
+    row = next(r for r in md if r["file"] == BROKEN)
+    assert row["status"] == "load failed"
+    assert row["detail"] and row["latency_ms_p50"] == NA
+    assert int(row["size_bytes"]) > 0
+
+
+def test_min_accuracy_fails_rows_and_exit_code(bench_dir, tmp_path):
+    res = CliRunner().invoke(cli, ["bench", str(bench_dir), "--quick", "--test-samples", "30", "--no-keras",
+                                   "--no-baseline", "--min-accuracy", "1.01", "--out", str(tmp_path)])
+    assert res.exit_code != 0
+    assert "below --min-accuracy" in res.output
+    md, _ = _rows(tmp_path)
+    measured = [r for r in md if r["top1_acc"] != NA]
+    assert measured and all(r["status"] == "below min accuracy" for r in measured)
+
+
+def test_cli_bench_does_not_import_tensorflow():
+    code = "import sys, edgeclf._cli_bench, edgeclf.bench.worker; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
