@@ -26,26 +26,16 @@ METRIC_COLUMNS = ("size_bytes", "size_gzip_bytes", "top1_acc", "acc_drop_pp", "t
 
 
 def _make_artifacts(model_dir: Path) -> None:
-    """fp32 .tflite + fp32 .onnx of model.keras, a truncated .tflite, and their manifest entries."""
-    from edgeclf._keras import tf
-    from edgeclf.eval_dir import load_keras_model
-    from edgeclf.runtime.manifest import InputSpec, Manifest, write_manifest
+    """fp32 + int8 .tflite/.onnx via export_model, plus a truncated .tflite listed in the manifest."""
+    from edgeclf.export import ExportConfig, Precision, export_model
+    from edgeclf.runtime.manifest import read_manifest, write_manifest
 
-    model = load_keras_model(model_dir)
-    fp32 = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    (model_dir / "model_fp32.tflite").write_bytes(fp32)
-    (model_dir / BROKEN).write_bytes(fp32[: len(fp32) // 3])
-    import tf2onnx
-
-    h, w, c = model.input_shape[1:]
-    sig = (tf.TensorSpec((None, h, w, c), tf.float32, name="input"),)
-    onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=sig, opset=17)
-    (model_dir / "model_fp32.onnx").write_bytes(onnx_model.SerializeToString())
-    labels = (model_dir / "labels.txt").read_text().split()
-    manifest = Manifest(name="tiny", input=InputSpec(height=h, width=w, channels=c), labels=labels, model="cnn")
-    for file, fmt, precision in (("model_fp32.tflite", "tflite", "fp32"), ("model_fp32.onnx", "onnx", "fp32"),
-                                 (BROKEN, "tflite", "int8")):
-        manifest.upsert_artifact({"file": file, "format": fmt, "precision": precision, "sparsity": 0.0})
+    export_model(model_dir, ExportConfig(precisions=(Precision.FP32, Precision.INT8), allow_drop=True,
+                                         calibration_samples=32), progress=False)
+    data = (model_dir / "model_fp32.tflite").read_bytes()
+    (model_dir / BROKEN).write_bytes(data[: len(data) // 3])
+    manifest = read_manifest(model_dir)
+    manifest.upsert_artifact({"file": BROKEN, "format": "tflite", "precision": "int8", "sparsity": 0.0})
     write_manifest(model_dir, manifest)
 
 

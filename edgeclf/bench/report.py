@@ -69,7 +69,7 @@ def _ratio(rows: list[BenchRow], engine_fmt: str, fast: str, slow: str) -> str |
                      and r.status is not Status.LOAD_FAILED and r.latency_ms_p50), None)
 
     a, b = p50(engine_fmt, fast), p50(engine_fmt, slow)
-    return f"{engine_fmt} {fast} vs {slow}: {b / a:.2f}x faster (p50 {a:.3f} ms vs {b:.3f} ms)" if a and b else None
+    return f"{engine_fmt} {fast} over {slow} {b / a:.2f}x (p50 {a:.3f} ms vs {b:.3f} ms)" if a and b else None
 
 
 def _header(result: BenchResult, cfg: BenchConfig, name: str, source: str) -> str:
@@ -105,9 +105,9 @@ def _header(result: BenchResult, cfg: BenchConfig, name: str, source: str) -> st
     ref = next((r for r in result.rows if r.format == "tflite" and r.precision == "int8" and r.speedup_vs_original),
                None)
     if ref is not None:
-        ratios.append(f"tflite int8 vs keras tf.function: {ref.speedup_vs_original:.2f}x faster")
+        ratios.append(f"tflite int8 over keras tf.function {ref.speedup_vs_original:.2f}x")
     if ratios:
-        lines += ["Key ratios (batch-1 p50): " + "; ".join(ratios) + ".", ""]
+        lines += ["Batch-1 p50 speed-ups: " + "; ".join(ratios) + ".", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -52,7 +52,7 @@ def _manifest_problem(entry: dict, model_dir: Path) -> tuple[Status, str] | None
     """A failure the manifest itself records for ``entry``, or a listed file that is gone."""
     status = str(entry.get("status", "")).lower()
     error = str(entry.get("error") or entry.get("detail") or "").strip()
-    if "export" in status and "fail" in status:
+    if status == "failed" or ("export" in status and "fail" in status):
         return Status.EXPORT_FAILED, error or "the manifest records a failed export"
     if not (model_dir / str(entry.get("file", ""))).is_file():
         return Status.EXPORT_FAILED, "listed in manifest.json but the file is missing"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# `make bench`: train (or reuse) the CIFAR-10 cnn and mobilenet_v2 models, export every format
+# (if artifacts are missing), then benchmark each against its float original.
+#
+#   bash benchmarks/run.sh [DATA]
+#
+# Environment (all optional):
+#   DATA          cifar10 (Keras download) or a local copy, e.g. ../shared/datasets/cifar10-jpg
+#   MNV2_WEIGHTS  imagenet (Keras download) or a local .h5, e.g. ../shared/weights/mobilenet_v2_1.0_imagenet_no_top.h5
+#   MODELS        models to run (default "cnn mobilenet_v2")
+#   MODEL_ROOT    where model directories live (default export; directory = MODEL_ROOT/cifar10-<model>)
+#   PRUNE         sparsity of the extra pruned int8 export (default 0.5; 0 = none)
+#   THREADS       engine threads for the benchmark (default 1)
+#   TRAIN_ARGS    extra `edgeclf train` options (e.g. "--epochs 1" for a smoke run)
+#   BENCH_ARGS    extra `edgeclf bench` options (e.g. "--quick" or "--min-accuracy 0.8")
+#   EDGECLF       the edgeclf command (default .venv/bin/edgeclf if present, else edgeclf)
+# Results: benchmarks/results/<name>/{bench.md,bench.csv,bench.json,machine.json,*.png};
+# scratch (worker logs, baseline_default.tflite): benchmarks/work/<name>/ (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA="${1:-${DATA:-cifar10}}"
+MNV2_WEIGHTS="${MNV2_WEIGHTS:-imagenet}"
+MODELS="${MODELS:-cnn mobilenet_v2}"
+MODEL_ROOT="${MODEL_ROOT:-export}"
+PRUNE="${PRUNE:-0.5}"
+THREADS="${THREADS:-1}"
+TRAIN_ARGS="${TRAIN_ARGS:-}"
+BENCH_ARGS="${BENCH_ARGS:-}"
+if [[ -z "${EDGECLF:-}" ]]; then
+  if [[ -x .venv/bin/edgeclf ]]; then EDGECLF=.venv/bin/edgeclf; else EDGECLF=edgeclf; fi
+fi
+
+# the edge formats `edgeclf export` makes by default; any missing one triggers an export
+DEFAULT_ARTIFACTS="model_fp32.tflite model_fp16.tflite model_dynamic.tflite model_int8.tflite model_fp32.onnx model_int8.onnx"
+
+missing_artifacts() {  # dir -> 0 if any default artifact is missing
+  local dir=$1 f
+  [[ -f "$dir/manifest.json" ]] || return 0
+  for f in $DEFAULT_ARTIFACTS; do [[ -f "$dir/$f" ]] || return 0; done
+  return 1
+}
+
+status=0
+for model in $MODELS; do
+  name="cifar10-$model"
+  dir="$MODEL_ROOT/$name"
+  echo "== $name ($dir)"
+  if [[ -f "$dir/model.keras" ]]; then
+    echo "reusing $dir/model.keras"
+  else
+    extra=()
+    [[ "$model" == mobilenet_v2 ]] && extra+=(--weights "$MNV2_WEIGHTS")
+    # shellcheck disable=SC2086
+    "$EDGECLF" train --model "$model" --data "$DATA" --name "$name" --out "$MODEL_ROOT" "${extra[@]}" $TRAIN_ARGS
+  fi
+  # An export that fails leaves its rows missing; bench reports them as "export failed".
+  if missing_artifacts "$dir"; then
+    "$EDGECLF" export "$dir" --data "$DATA" --allow-drop || echo "WARNING: export of $name failed (see above)"
+  fi
+  if [[ "$PRUNE" != 0 ]] && ! compgen -G "$dir/model_pruned*_int8.tflite" > /dev/null; then
+    "$EDGECLF" export "$dir" --data "$DATA" --prune "$PRUNE" --quantize int8 --allow-drop \
+      || echo "WARNING: pruned export of $name failed (see above)"
+  fi
+  # shellcheck disable=SC2086
+  "$EDGECLF" bench "$dir" --data "$DATA" --threads "$THREADS" --out "benchmarks/results/$name" \
+    --work-dir "benchmarks/work/$name" $BENCH_ARGS || status=$?
+done
+exit "$status"
