@@ -79,7 +79,7 @@ def sparsity_report(model, target: float) -> SparsityReport:
 
 def _wrap_for_pruning(model, schedule):
     tfmot = _tfmot()
-    first = {"seen": False}
+    first = {"seen": False, "wrapped": 0}
 
     def clone(layer):
         if isinstance(layer, keras.Model):
@@ -89,10 +89,14 @@ def _wrap_for_pruning(model, schedule):
                 first["seen"] = True  # the image-reading conv stays dense
                 return layer
             first["seen"] = True
+            first["wrapped"] += 1
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
-    return keras.models.clone_model(model, clone_function=clone)
+    wrapped = keras.models.clone_model(model, clone_function=clone)
+    if not first["wrapped"]:
+        raise ValueError(f"model '{model.name}' has no Conv2D/Dense layer to prune")
+    return wrapped
 
 
 def fine_tune(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, epochs: int, batch_size: int,
@@ -130,8 +134,6 @@ def prune_model(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: in
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(sparsity),
                                                     begin_step=0, end_step=end_step, frequency=frequency)
     wrapped = _wrap_for_pruning(model, schedule)
-    if not tfmot.sparsity.keras.pruning_wrapper.collect_prunable_layers(wrapped):
-        raise ValueError(f"model '{model.name}' has no Conv2D/Dense layer to prune")
     fine_tune(wrapped, x_train, y_train, num_classes, epochs, batch_size, lr, label_smoothing, seed,
               [tfmot.sparsity.keras.UpdatePruningStep()], augment)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)

@@ -18,6 +18,31 @@ from edgeclf._keras import keras
 from edgeclf.export.prune import _tfmot, fine_tune
 
 
+def _noop_config_class(qk):
+    class NoOpQuantizeConfig(qk.QuantizeConfig):
+        """Leave a layer tfmot can't quantize (Rescaling, Resizing) in float; the converter handles it."""
+
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return []
+
+        def get_config(self):
+            return {}
+
+    return NoOpQuantizeConfig
+
+
 def quantize_aware(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, epochs: int,
                    batch_size: int, lr: float, label_smoothing: float, seed: int, preserve_sparsity: bool,
                    augment=None):
@@ -35,11 +60,17 @@ def quantize_aware(model, x_train: np.ndarray, y_train: np.ndarray, num_classes:
 
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
+    noop = _noop_config_class(qk)
+
     def annotate(layer):
-        return qk.quantize_annotate_layer(layer) if registry.supports(layer) else layer
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer
+        if registry.supports(layer):
+            return qk.quantize_annotate_layer(layer)
+        return qk.quantize_annotate_layer(layer, quantize_config=noop())  # stays float (e.g. Rescaling)
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
-    with qk.quantize_scope():
+    with qk.quantize_scope({noop.__name__: noop}):
         if preserve_sparsity:
             from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
                 default_8bit_prune_preserve_quantize_scheme as pp)

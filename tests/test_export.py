@@ -1,0 +1,172 @@
+"""Export stage: every format/precision round-trips through the runtime; pruning survives int8;
+the accuracy gate and bad options fail cleanly. Real conversions on the tiny session model, no mocks.
+
+The tiny model is exported ONCE per module (all default formats/precisions) and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeclf.cli import cli
+
+DEFAULT_FILES = ("model_fp32.tflite", "model_fp16.tflite", "model_dynamic.tflite", "model_int8.tflite",
+                 "model_fp32.onnx", "model_int8.onnx")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory):
+    """A copy of the tiny model directory with all default artifacts exported; (dir, ExportResult)."""
+    from edgeclf.export import ExportConfig, export_model
+
+    d = tmp_path_factory.mktemp("export") / "tiny"
+    shutil.copytree(tiny_model_dir, d)
+    return d, export_model(d, ExportConfig(calibration_samples=100), progress=False)
+
+
+@pytest.fixture(scope="module")
+def pruned(tiny_model_dir, tmp_path_factory):
+    """A copy exported with 50 % pruning, int8 only (TFLite + ONNX)."""
+    from edgeclf.export import ExportConfig, Precision, export_model
+
+    d = tmp_path_factory.mktemp("pruned") / "tiny"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = ExportConfig(precisions=(Precision.INT8,), prune_sparsity=0.5, prune_epochs=2, calibration_samples=100,
+                       allow_drop=True)
+    return d, export_model(d, cfg, progress=False)
+
+
+def _test_images(model_dir):
+    from edgeclf.data import load_dataset
+    from edgeclf.train import load_config
+
+    ds = load_dataset(load_config(model_dir).data, progress=False)
+    return ds.x_test.astype(np.float32), ds.y_test
+
+
+def test_every_artifact_written_validated_and_in_manifest(exported):
+    from edgeclf.runtime import read_manifest
+
+    d, result = exported
+    m = read_manifest(d)
+    assert [a["file"] for a in m.artifacts] == list(DEFAULT_FILES)
+    assert m.input.height == 32 and m.input.channels == 3 and m.input.color_order == "RGB"
+    assert m.labels == ["blobs", "hstripes", "vstripes"] and m.float_top1_acc == pytest.approx(result.float_top1_acc,
+                                                                                               abs=1e-4)
+    for a in m.artifacts:
+        f = d / a["file"]
+        assert f.is_file() and a["size_bytes"] == f.stat().st_size and len(a["sha256"]) == 64
+        assert 0 < a["size_gzip_bytes"] <= a["size_bytes"] + 64
+        v = a["validation"]
+        assert v["n_images"] == 90 and a["status"] == "ok"
+        assert v["top1_agreement"] >= (0.9 if a["precision"] in ("int8", "dynamic") else 0.99), a["file"]
+        assert v["acc_drop_pp"] <= 1.0 and set(a["tools"]) >= {"tensorflow", "tfmot", "tf2onnx", "onnxruntime"}
+    assert not list(d.glob(".*tmp*")), "temporary files left behind"
+    sizes = {a["file"]: a["size_bytes"] for a in m.artifacts}
+    assert sizes["model_int8.tflite"] < 0.5 * sizes["model_fp32.tflite"]
+
+
+@pytest.mark.parametrize("name", DEFAULT_FILES)
+def test_artifact_runs_alone_and_agrees_with_float(exported, name):
+    """Each file, copied away from its manifest, runs on its runtime from its embedded metadata."""
+    from edgeclf.eval_dir import load_keras_model
+    from edgeclf.runtime import load_classifier
+
+    d, _ = exported
+    lone = d.parent / "lone"
+    lone.mkdir(exist_ok=True)
+    shutil.copy(d / name, lone / name)
+    clf = load_classifier(lone / name)
+    assert clf.labels == ["blobs", "hstripes", "vstripes"]
+    x, _ = _test_images(d)
+    p = clf.predict(x)
+    ref = load_keras_model(d).predict(x, verbose=0)
+    agree = float(np.mean(p.argmax(1) == ref.argmax(1)))
+    assert agree >= (0.9 if "int8" in name or "dynamic" in name else 0.99)
+    assert np.allclose(p.sum(1), 1.0, atol=0.05)
+
+
+def test_int8_files_contain_int8_weights(exported):
+    import onnx
+
+    from edgeclf.export.artifacts import int8_weight_report
+
+    d, _ = exported
+    from ai_edge_litert.interpreter import Interpreter
+
+    types = {np.dtype(t["dtype"]) for t in Interpreter(str(d / "model_int8.tflite")).get_tensor_details()}
+    assert np.dtype(np.int8) in types and np.dtype(np.float32) not in types
+    inits = onnx.load(str(d / "model_int8.onnx")).graph.initializer
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in inits)
+    for name in ("model_int8.tflite", "model_int8.onnx"):
+        assert int8_weight_report(d / name)["int8_kernel_params"] > 20000
+    assert int8_weight_report(d / "model_fp32.tflite")["int8_kernel_params"] == 0
+
+
+def test_pruned_int8_keeps_sparsity(pruned):
+    from edgeclf.export.artifacts import int8_weight_report
+    from edgeclf.runtime import read_manifest
+
+    d, result = pruned
+    assert result.sparsity["kernel_sparsity"] >= 0.45
+    assert sum(layer["zeros"] > 0 for layer in result.sparsity["layers"].values()) >= 5
+    m = read_manifest(d)
+    assert {a["file"] for a in m.artifacts} == {"model_pruned50_int8.tflite", "model_pruned50_int8.onnx"}
+    for a in m.artifacts:
+        counted = int8_weight_report(d / a["file"])["int8_kernel_zero_fraction"]
+        assert counted >= 0.45, (a["file"], counted)
+        assert a["sparsity"] >= 0.45 and a["validation"]["top1_agreement"] >= 0.8
+
+
+def test_accuracy_gate_fails_and_leaves_nothing(tiny_model_dir, tmp_path):
+    d = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, d)
+    r = CliRunner().invoke(cli, ["export", str(d), "--formats", "tflite", "--quantize", "int8",
+                                 "--calibration-samples", "30", "--max-accuracy-drop", "-100"])
+    assert r.exit_code == 1, r.output
+    assert "accuracy gate failed" in r.output and "model_int8.tflite" in r.output and "Traceback" not in r.output
+    assert not (d / "model_int8.tflite").exists() and not list(d.glob(".*tmp*"))
+    assert json.loads((d / "manifest.json").read_text())["artifacts"] == []
+
+
+def test_allow_drop_keeps_artifact_marked(tiny_model_dir, tmp_path):
+    d = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, d)
+    r = CliRunner().invoke(cli, ["export", str(d), "--formats", "onnx", "--quantize", "none", "--val-samples", "30",
+                                 "--max-accuracy-drop", "-1", "--allow-drop"])
+    assert r.exit_code == 0, r.output
+    entry = json.loads((d / "manifest.json").read_text())["artifacts"][0]
+    assert entry["file"] == "model_fp32.onnx" and entry["status"] == "validation failed"
+    assert entry["validation"]["n_images"] == 30 and (d / "model_fp32.onnx").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--qat", "--quantize", "none"], "contradictory"),
+    (["--quantize", "int4"], "unknown value"),
+    (["--formats", "onnx", "--quantize", "fp16"], "not supported"),
+    (["--prune", "1.5"], "--prune"),
+])
+def test_contradictory_options_one_line_error(tiny_model_dir, args, message):
+    r = CliRunner().invoke(cli, ["export", str(tiny_model_dir), *args])
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+
+
+def test_bad_model_dir_one_line_error(tmp_path):
+    r = CliRunner().invoke(cli, ["export", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "not a directory" in r.output and "Traceback" not in r.output
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(cli, ["export", str(tmp_path / "empty")])
+    assert r.exit_code == 1 and "config.json" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_cli_import_stays_tensorflow_free():
+    code = "import sys, edgeclf.cli; assert 'tensorflow' not in sys.modules, 'TF imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
