@@ -97,7 +97,7 @@ def test_csv_matches_markdown(bench_run):
 
 
 def test_broken_artifact_is_a_failed_row(bench_run):
-    res, out, _ = bench_run
+    _, out, _ = bench_run
     md, _ = _rows(out)
     row = next(r for r in md if r["file"] == BROKEN)
     assert row["status"] == "load failed"

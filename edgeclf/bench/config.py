@@ -56,7 +56,7 @@ class TimingConfig:
             raise ValueError(f"max_seconds ({self.max_seconds}) must be >= min_seconds ({self.min_seconds})")
 
     @classmethod
-    def quick(cls) -> "TimingConfig":
+    def quick(cls) -> TimingConfig:
         """A few repeats only: for tests and smoke runs, not for numbers anyone should quote."""
         return cls(warmup_iters=3, warmup_seconds=0.0, min_iters=20, min_seconds=0.05, max_seconds=5.0,
                    throughput_min_iters=2, throughput_min_seconds=0.0)

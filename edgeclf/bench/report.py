@@ -77,17 +77,8 @@ def _header(result: BenchResult, cfg: BenchConfig, name: str, source: str) -> st
     flags = ", ".join(f for f, present in m["simd_flags"].items() if present) or "none detected"
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     device = ", ".join(sorted({r.device for r in result.rows if r.engine == "tensorflow" and r.latency_ms_p50}))
-    lines = [
-        f"# Benchmark: {name}", "",
-        f"- model directory: `{result.model_dir}`; test data: `{source}`, {result.n_test} images"
-        + (" (stratified subset)" if cfg.test_samples else " (full test split)"),
-        f"- machine: {m['cpu_model']} ({m['arch']}), {m['logical_cores']} logical cores "
-        f"({m['usable_cores']} usable), {m['mem_total_mb']} MB RAM, {m['os']}, Python {m['python']}",
-        f"- SIMD flags present: {flags}", f"- versions: {versions}",
-        f"- threads: {cfg.threads} per engine (LiteRT num_threads, onnxruntime intra-op, TF intra-op; "
-        f"inter-op 1); float original on: {device or 'n/a'}",
-        f"- load average at start / end: {m.get('load_average_start')} / {m.get('load_average_end')} "
-        "(other work on the machine inflates latencies)", "",
+    subset = " (stratified subset)" if cfg.test_samples else " (full test split)"
+    method = (
         "Method: every row runs in a fresh `python -m edgeclf.bench.worker` process (LiteRT/onnxruntime "
         "rows never import TensorFlow). Latency = wall time of one batch-1 call of the bare engine "
         "(`set_tensor`+`invoke`+`get_tensor` / `session.run`) on a prepared input array, after "
@@ -98,7 +89,19 @@ def _header(result: BenchResult, cfg: BenchConfig, name: str, source: str) -> st
         "loading and running (before the test set is read). top1_agreement = fraction of test images "
         "with the same top-1 class as the float original; acc_drop_pp = original top-1 minus this "
         "top-1, in percentage points. The `keras model.predict` row reuses the tf.function row's "
-        "accuracy (same model). Sizes: file bytes and gzip -9 bytes.", "",
+        "accuracy (same model). Sizes: file bytes and gzip -9 bytes."
+    )
+    lines = [
+        f"# Benchmark: {name}", "",
+        f"- model directory: `{result.model_dir}`; test data: `{source}`, {result.n_test} images{subset}",
+        (f"- machine: {m['cpu_model']} ({m['arch']}), {m['logical_cores']} logical cores "
+         f"({m['usable_cores']} usable), {m['mem_total_mb']} MB RAM, {m['os']}, Python {m['python']}"),
+        f"- SIMD flags present: {flags}", f"- versions: {versions}",
+        (f"- threads: {cfg.threads} per engine (LiteRT num_threads, onnxruntime intra-op, TF intra-op; "
+         f"inter-op 1); float original on: {device or 'n/a'}"),
+        (f"- load average at start / end: {m.get('load_average_start')} / {m.get('load_average_end')} "
+         "(other work on the machine inflates latencies)"), "",
+        method, "",
     ]
     ratios = [r for r in (_ratio(result.rows, "tflite", "int8", "fp32"), _ratio(result.rows, "onnx", "int8", "fp32"))
               if r]
@@ -115,9 +118,9 @@ def _overhead_table(rows: list[BenchRow]) -> str:
     measured = [r for r in rows if r.extra.get("api_latency_ms_p50") is not None and r.latency_ms_p50]
     if not measured:
         return ""
-    lines = ["", "## Timing-loop overhead", "",
-             "Bare engine call (used for the table) vs the public `Classifier.predict` path (float "
-             "[0, 255] image -> quantize -> run -> dequantize/softmax), batch-1 p50:", "",
+    intro = ("Bare engine call (used for the table) vs the public `Classifier.predict` path (float "
+             "[0, 255] image -> quantize -> run -> dequantize/softmax), batch-1 p50:")
+    lines = ["", "## Timing-loop overhead", "", intro, "",
              "| format | precision | bare_ms_p50 | classifier_predict_ms_p50 | overhead_ms |", "|---|---|---|---|---|"]
     for r in measured:
         api = r.extra["api_latency_ms_p50"]

@@ -59,8 +59,9 @@ def _manifest_problem(entry: dict, model_dir: Path) -> tuple[Status, str] | None
     val = entry.get("validation") or {}
     if ("fail" in status or val.get("passed") is False or val.get("ok") is False
             or "fail" in str(val.get("status", "")).lower()):
-        return Status.VALIDATION_FAILED, error or str(val.get("error") or val.get("reason") or
-                                                     "export-time validation failed (measured anyway)")
+        facts = (f"acc_drop_pp {val['acc_drop_pp']} on {val.get('n_images', '?')} images"
+                 if "acc_drop_pp" in val else str(val.get("error") or val.get("reason") or "no reason given"))
+        return Status.VALIDATION_FAILED, f"export-time validation failed: {error or facts} (measured anyway)"
     return None
 
 
@@ -201,7 +202,7 @@ def run_bench(model_dir: str | Path, cfg: BenchConfig, progress: bool = True) ->
             shutil.rmtree(work, ignore_errors=True)
     machine["load_average_end"] = load_average()
     result = BenchResult(model_dir=model_dir, rows=rows, machine=machine, out_dir=out_dir, files={},
-                         n_test=int(len(y)))
+                         n_test=len(y))
     result.files = write_reports(result, cfg, name, dcfg.source)
     return result
 
