@@ -55,6 +55,28 @@ def _size(value: str | None) -> tuple[int, int] | None:
         raise click.BadParameter(f"{value!r}: expected N or HxW, e.g. 32 or 32x32") from None
 
 
+# Options that only some runs use: (applies when, CLI parameter names). Giving one explicitly for a
+# run that would ignore it is refused instead of silently dropped.
+_ONLY_FOR = (
+    ("--model cnn", lambda model, augment: model == "cnn", ("width",)),
+    ("--model mobilenet_v2", lambda model, augment: model == "mobilenet_v2",
+     ("head_epochs", "fine_tune_layers", "fine_tune_lr", "weights", "alpha", "img_size")),
+    ("--augment", lambda model, augment: augment, ("translate", "rotate", "zoom", "cutout")),
+)
+
+
+def _refuse_unused_options(ctx: click.Context, model_name: str, augment: bool) -> None:
+    from click.core import ParameterSource
+
+    for needs, applies, names in _ONLY_FOR:
+        if applies(model_name, augment):
+            continue
+        given = [f"--{n.replace('_', '-')}" for n in names
+                 if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with {needs}")
+
+
 @cli.command("train")
 @click.option("--model", "model_name", type=click.Choice(MODEL_CHOICES), default="cnn", show_default=True,
               help="Architecture: cnn (residual CNN for 32 px), cnn-small (reference notebook CNN), "
@@ -113,6 +135,7 @@ def train_cmd(model_name, data, input_size, epochs, head_epochs, fine_tune_layer
     from edgeclf.models.mobilenet_v2 import WeightsError
     from edgeclf.train_config import RECIPES, ClassWeight, Optimizer, TrainConfig
 
+    _refuse_unused_options(click.get_current_context(), model_name, augment)
     recipe = dict(RECIPES[model_name])
     given = dict(epochs=epochs, head_epochs=head_epochs, fine_tune_layers=fine_tune_layers, batch_size=batch_size,
                  optimizer=Optimizer(optimizer) if optimizer else None, lr=lr, fine_tune_lr=fine_tune_lr,

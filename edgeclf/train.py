@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,19 @@ class _BestCheckpoint(keras.callbacks.Callback):
             self.model.save_weights(str(self.path))
 
 
-def _fit(model, cfg: TrainConfig, ds: Dataset, epochs: int, lr: float, callbacks, class_weight) -> dict:
+class _EpochLog(keras.callbacks.Callback):
+    """Records one history row per finished epoch as it ends, so an interrupted run keeps its history."""
+
+    def __init__(self):
+        super().__init__()
+        self.phase, self.rows = "", []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": len(self.rows) + 1, "phase": self.phase,
+                          **{k: float(v) for k, v in (logs or {}).items()}})
+
+
+def _fit(model, cfg: TrainConfig, ds: Dataset, epochs: int, lr: float, callbacks, class_weight) -> None:
     n = ds.num_classes
     train = make_dataset(ds.x_train, ds.y_train, cfg.batch_size, True, cfg.augment, cfg.seed).map(_one_hot(n))
     val = make_dataset(ds.x_val, ds.y_val, 256, False).map(_one_hot(n)) if len(ds.x_val) else None
@@ -82,9 +95,8 @@ def _fit(model, cfg: TrainConfig, ds: Dataset, epochs: int, lr: float, callbacks
     model.compile(optimizer=_optimizer(cfg.optimizer, schedule, cfg.weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    hist = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
-                     class_weight=class_weight, verbose=1 if log.isEnabledFor(logging.INFO) else 2)
-    return hist.history
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks,
+              class_weight=class_weight, verbose=1 if log.isEnabledFor(logging.INFO) else 2)
 
 
 def _history_csv(history: list[dict]) -> str:
@@ -104,13 +116,21 @@ def _float32_copy(model: keras.Model, cfg: TrainConfig, input_shape, num_classes
     return m32
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, progress: bool = True,
+          extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data``, evaluate on the test split, write the model directory.
 
     Two-phase transfer learning for ``mobilenet_v2``: ``head_epochs`` with the base frozen at
     ``lr``, then ``epochs`` with the last ``fine_tune_layers`` base layers trainable at
     ``fine_tune_lr`` (BatchNorm frozen throughout). Ctrl-C stops training cleanly: the best
     weights so far are kept, evaluated and saved.
+
+    Args:
+        cfg: the training configuration.
+        progress: show a progress bar while decoding image folders.
+        extra_callbacks: Keras callbacks run after edgeclf's own (best-weights checkpoint, history,
+            early stopping) in every phase, e.g. for logging; one raising ``KeyboardInterrupt``
+            behaves like Ctrl-C.
 
     Returns:
         TrainResult with the model directory ``Path(cfg.out) / cfg.run_name`` and test metrics.
@@ -119,6 +139,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         edgeclf.data.DataError: bad data. ValueError: bad configuration.
         edgeclf.models.mobilenet_v2.WeightsError: weights not loadable.
     """
+    if cfg.model.name == "mobilenet_v2":
+        mnv2.check_weights(cfg.model.weights)  # before spending minutes on loading the data
     set_seed(cfg.seed)
     channels = 3
     ds = load_dataset(cfg.data, channels=channels, progress=progress)
@@ -132,11 +154,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{cfg.run_name}.partial-", dir=out_dir.parent))
     best = _BestCheckpoint(work / "best.weights.h5")
-    callbacks = [best]
+    epoch_log = _EpochLog()
+    callbacks = [best, epoch_log]
     if cfg.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience, mode="max",
                                                        restore_best_weights=True))
-    history: list[dict] = []
+    callbacks += list(extra_callbacks)
+    history = epoch_log.rows
     interrupted = False
     t0 = time.perf_counter()
     try:
@@ -152,15 +176,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             if layers is not None:
                 n = mnv2.set_base_trainable(model, layers)
                 log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
-            h = _fit(model, cfg, ds, epochs, lr, callbacks, class_weight)
-            history += [{"epoch": len(history) + i + 1, "phase": phase, **{k: float(v[i]) for k, v in h.items()}}
-                        for i in range(len(next(iter(h.values()))))]
+            epoch_log.phase = phase
+            _fit(model, cfg, ds, epochs, lr, callbacks, class_weight)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: keeping the best weights so far (val top-1 %.4f)", best.best)
         if best.weights is None:
             shutil.rmtree(work, ignore_errors=True)
             raise
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     train_seconds = time.perf_counter() - t0
     if best.weights is not None and (interrupted or len(ds.x_val)):
         model.set_weights(best.weights)

@@ -76,6 +76,9 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.head_epochs < 0 or self.patience < 0:
             raise ValueError("head_epochs and patience must be >= 0")
+        if self.patience and self.data.val_split == 0:
+            raise ValueError("patience (early stopping on validation accuracy) needs a validation split; "
+                             "set val_split > 0 or patience 0")
 
     @property
     def run_name(self) -> str:

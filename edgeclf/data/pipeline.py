@@ -34,8 +34,9 @@ def _cutout(images: tf.Tensor, size: int) -> tf.Tensor:
     cx = tf.random.uniform([n, 1, 1], 0, w, dtype=tf.int32)
     ys = tf.range(h)[None, :, None]
     xs = tf.range(w)[None, None, :]
-    half = size // 2
-    inside = (tf.abs(ys - cy) <= half) & (tf.abs(xs - cx) <= half)
+    # rows/columns [c - size//2, c - size//2 + size): exactly size x size (clipped at the border)
+    y0, x0 = cy - size // 2, cx - size // 2
+    inside = (ys >= y0) & (ys < y0 + size) & (xs >= x0) & (xs < x0 + size)
     return images * tf.cast(~inside, images.dtype)[..., None]
 
 

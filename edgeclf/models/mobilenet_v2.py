@@ -37,6 +37,15 @@ def _weights_arg(weights: str) -> str | None:
     return str(path)
 
 
+def check_weights(weights: str) -> None:
+    """Fail early (before any data is loaded) when ``weights`` names a file that does not exist.
+
+    Raises:
+        WeightsError: ``weights`` is neither ``imagenet``/``none`` nor an existing file.
+    """
+    _weights_arg(weights)
+
+
 def build(input_shape: tuple[int, int, int], num_classes: int, cfg: ModelConfig) -> keras.Model:
     """Build ``mobilenet_v2``.
 

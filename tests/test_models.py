@@ -1,0 +1,190 @@
+"""edgeclf.models: every registered architecture, parameter/MAC counts, BN placement, fine-tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import MOBILENET_WEIGHTS
+
+from edgeclf._keras import keras
+from edgeclf.models import MODELS, ModelConfig, build_model
+from edgeclf.models import mobilenet_v2 as mnv2
+from edgeclf.models.flops import count_macs
+
+L = keras.layers
+
+
+def _cfg(name: str, **kw) -> ModelConfig:
+    if name == "mobilenet_v2":
+        kw.setdefault("weights", "none")
+    return ModelConfig(name=name, **kw)
+
+
+def _check_classifier(model, input_shape, num_classes: int) -> np.ndarray:
+    assert tuple(model.input_shape) == (None, *input_shape)
+    assert tuple(model.output_shape) == (None, num_classes)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (3, *input_shape)).astype(np.float32)
+    probs = np.asarray(model(x, training=False))
+    assert probs.shape == (3, num_classes) and probs.dtype == np.float32
+    assert (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    return probs
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("input_shape, num_classes", [((32, 32, 3), 10), ((28, 28, 1), 4)])
+def test_every_model_builds_and_outputs_probabilities(name, input_shape, num_classes):
+    keras.backend.clear_session()
+    model = build_model(_cfg(name), input_shape, num_classes)
+    _check_classifier(model, input_shape, num_classes)
+    assert count_macs(model) > 0
+
+
+@pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file(), reason=f"{MOBILENET_WEIGHTS} missing")
+def test_mobilenet_v2_loads_the_shared_weights_file():
+    import h5py
+
+    keras.backend.clear_session()
+    model = build_model(_cfg("mobilenet_v2", weights=str(MOBILENET_WEIGHTS), img_size=96), (32, 32, 3), 10)
+    _check_classifier(model, (32, 32, 3), 10)
+    base = mnv2.base_model(model)
+    assert base.input_shape == (None, 96, 96, 3)
+    # the file's tensors are really in the model (not a fresh random init)
+    with h5py.File(MOBILENET_WEIGHTS, "r") as f:
+        for layer, var in (("Conv1", "kernel:0"), ("block_16_project", "kernel:0"), ("Conv_1_bn", "beta:0")):
+            expected = np.asarray(f[layer][layer][var])
+            got = {w.name.split("/")[-1]: w.numpy() for w in base.get_layer(layer).weights}[var]
+            np.testing.assert_array_equal(got, expected)
+    # the base counts 2,257,984 parameters (shared/weights/README.md); the head is 1280 x 10 + 10
+    assert base.count_params() == 2_257_984 and model.count_params() == 2_257_984 + 12_810
+
+
+def test_mobilenet_v2_missing_weights_file(tmp_path):
+    missing = tmp_path / "no_such_weights.h5"
+    with pytest.raises(mnv2.WeightsError, match="no_such_weights.h5: weights file not found"):
+        build_model(_cfg("mobilenet_v2", weights=str(missing)), (32, 32, 3), 10)
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"not an hdf5 file")
+    with pytest.raises(mnv2.WeightsError, match="broken.h5"):
+        build_model(_cfg("mobilenet_v2", weights=str(broken), img_size=32), (32, 32, 3), 10)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown model 'resnet50'"):
+        build_model(ModelConfig(name="resnet50"), (32, 32, 3), 10)
+
+
+def test_cnn_small_has_the_reference_parameter_count():
+    keras.backend.clear_session()
+    model = build_model(_cfg("cnn-small"), (32, 32, 3), 10)
+    # conv 896 + 18,496 + 73,856; BN 4 x (32 + 64 + 128); fc1 2*2*128*128 + 128; logits 128*10 + 10
+    expected = 896 + 18_496 + 73_856 + 4 * (32 + 64 + 128) + (512 * 128 + 128) + (128 * 10 + 10)
+    assert expected == 161_098
+    assert model.count_params() == expected
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == expected - 2 * (32 + 64 + 128)  # moving mean/variance are not trained
+
+
+def _consumers(model) -> dict[str, list[str]]:
+    """layer name -> names of the layers that take its output (from the functional graph)."""
+    out: dict[str, list[str]] = {layer["name"]: [] for layer in model.get_config()["layers"]}
+    for layer in model.get_config()["layers"]:
+        for node in layer["inbound_nodes"]:
+            for inbound in node:
+                out[inbound[0]].append(layer["name"])
+    return out
+
+
+def test_cnn_convolutions_are_followed_by_batchnorm_then_relu():
+    keras.backend.clear_session()
+    model = build_model(_cfg("cnn", width=8), (32, 32, 3), 10)
+    consumers = _consumers(model)
+    convs = [layer for layer in model.layers if isinstance(layer, L.Conv2D)]
+    assert len(convs) == 8
+    for conv in convs:
+        assert not conv.use_bias, conv.name  # the bias would be redundant with BN's beta
+        (bn_name,) = consumers[conv.name]
+        bn = model.get_layer(bn_name)
+        assert isinstance(bn, L.BatchNormalization), f"{conv.name} -> {bn_name}"
+        (act_name,) = consumers[bn_name]
+        assert isinstance(model.get_layer(act_name), L.ReLU), f"{bn_name} -> {act_name}"
+    # the reference cnn-small has the opposite order: its conv applies ReLU before BN
+    small = build_model(_cfg("cnn-small"), (32, 32, 3), 10)
+    conv1 = small.get_layer("conv1")
+    assert conv1.activation is keras.activations.relu
+    assert isinstance(small.get_layer(_consumers(small)["conv1"][0]), L.BatchNormalization)
+
+
+def test_cnn_width_scales_the_stages():
+    keras.backend.clear_session()
+    model = build_model(_cfg("cnn", width=8), (32, 32, 3), 10)
+    filters = [layer.filters for layer in model.layers if isinstance(layer, L.Conv2D)]
+    assert filters == [8, 16, 16, 16, 32, 64, 64, 64]
+    # the documented default (width 16) sizes: 414,074 parameters, 24.0 M MACs at 32x32x3, 10 classes
+    default = build_model(ModelConfig(name="cnn"), (32, 32, 3), 10)
+    assert default.count_params() == 414_074 and count_macs(default) == 24_036_608
+
+
+def test_count_macs_matches_a_hand_computed_value():
+    keras.backend.clear_session()
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, padding="same")(inp)           # 8*8 outputs x 4 ch x 3*3*3   = 6,912
+    x = L.DepthwiseConv2D(3)(x)                       # 6*6 outputs x 4 ch x 3*3     = 1,296
+    x = L.Conv2D(6, 1, groups=2)(x)                   # 6*6 outputs x 6 ch x 1*1*2   =   432
+    x = L.MaxPooling2D(2)(x)                          # not counted
+    x = L.BatchNormalization()(x)                     # not counted
+    x = L.GlobalAveragePooling2D()(x)
+    out = L.Dense(5)(x)                               # 6 x 5                        =    30
+    inner = keras.Model(inp, out)
+    expected = 6_912 + 1_296 + 432 + 30
+    assert count_macs(inner) == expected
+    # nested models are counted once, with their own shapes
+    outer_in = keras.Input((8, 8, 3))
+    outer = keras.Model(outer_in, L.Dense(2)(inner(outer_in)))
+    assert count_macs(outer) == expected + 5 * 2
+
+
+def test_set_base_trainable_freezes_batchnorm_and_opens_the_last_layers():
+    keras.backend.clear_session()
+    model = build_model(_cfg("mobilenet_v2", img_size=32), (32, 32, 3), 3)
+    base = mnv2.base_model(model)
+    layers = base.layers
+    head = ["logits/kernel:0", "logits/bias:0"]
+
+    n = mnv2.set_base_trainable(model, 0)  # phase 1: head only
+    assert n == 0 and not base.trainable
+    assert [w.name for w in model.trainable_weights] == head
+
+    last = 20
+    n = mnv2.set_base_trainable(model, last)
+    assert base.trainable
+    for i, layer in enumerate(layers):
+        want = i >= len(layers) - last and not isinstance(layer, L.BatchNormalization)
+        assert layer.trainable == want, layer.name
+    assert n == sum(1 for layer in layers[-last:] if layer.trainable and layer.weights)
+    trainable_names = {w.name for w in model.trainable_weights}
+    assert set(head) <= trainable_names
+    assert not any("bn" in name.lower() for name in trainable_names)
+    assert "Conv_1/kernel:0" in trainable_names and "Conv1/kernel:0" not in trainable_names
+
+    n_all = mnv2.set_base_trainable(model, -1)
+    bn_layers = [layer for layer in layers if isinstance(layer, L.BatchNormalization)]
+    assert bn_layers and not any(layer.trainable for layer in bn_layers)
+    assert n_all == sum(1 for layer in layers if layer.weights and not isinstance(layer, L.BatchNormalization))
+    assert n_all > n
+    # BatchNorm runs in inference mode even in a training step: its moving statistics stay put
+    before = [w.numpy().copy() for w in bn_layers[0].weights]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    model(x, training=True)
+    for a, w in zip(before, bn_layers[0].weights):
+        np.testing.assert_array_equal(a, w.numpy())
+
+
+def test_model_config_validation():
+    with pytest.raises(ValueError, match="dropout"):
+        ModelConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="width"):
+        ModelConfig(width=2)
+    with pytest.raises(ValueError, match="img_size"):
+        ModelConfig(img_size=16)
