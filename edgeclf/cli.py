@@ -12,8 +12,8 @@ import sys
 import click
 
 from edgeclf import __version__
-from edgeclf._cli_export import export_cmd
 from edgeclf._cli_bench import bench_cmd
+from edgeclf._cli_export import export_cmd
 from edgeclf._cli_runtime import predict_cmd, webcam_cmd
 
 MODEL_CHOICES = ("cnn", "cnn-small", "mobilenet_v2")
@@ -185,8 +185,8 @@ def eval_cmd(model_dir, data):
 
 cli.add_command(predict_cmd, "predict")
 cli.add_command(webcam_cmd, "webcam")
-cli.add_command(bench_cmd, "bench")
 cli.add_command(export_cmd, "export")
+cli.add_command(bench_cmd, "bench")
 
 
 def main() -> None:
