@@ -99,6 +99,34 @@ def _wrap_for_pruning(model, schedule):
     return wrapped
 
 
+class _NestedMaskUpdate(keras.callbacks.Callback):
+    """Update pruning masks of wrappers inside nested models at every step.
+
+    MobileNetV2 calls its base with ``training=False`` (BatchNorm in inference mode), so the
+    wrappers inside never see ``training=True``: their step counter never advances and their masks
+    never update. This callback advances the step and updates the masks for them, eagerly.
+    """
+
+    def __init__(self, wrappers: list) -> None:
+        super().__init__()
+        self.wrappers, self.step = wrappers, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step += 1
+        for layer in self.wrappers:
+            layer.pruning_step.assign(self.step)
+            layer.pruning_obj.conditional_mask_update()
+            layer.pruning_obj.weight_mask_op()
+
+
+def _nested_wrappers(model) -> list:
+    _tfmot()
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude as wrapper
+
+    return [layer for nested in model.layers if isinstance(nested, keras.Model)
+            for layer in _walk(nested) if isinstance(layer, wrapper)]
+
+
 def fine_tune(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, epochs: int, batch_size: int,
               lr: float, label_smoothing: float, seed: int, callbacks: list, augment=None) -> None:
     """Fine-tune ``model`` in place: cosine-decayed Adam from ``lr``, the model's cross-entropy loss.
@@ -135,7 +163,7 @@ def prune_model(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: in
                                                     begin_step=0, end_step=end_step, frequency=frequency)
     wrapped = _wrap_for_pruning(model, schedule)
     fine_tune(wrapped, x_train, y_train, num_classes, epochs, batch_size, lr, label_smoothing, seed,
-              [tfmot.sparsity.keras.UpdatePruningStep()], augment)
+              [tfmot.sparsity.keras.UpdatePruningStep(), _NestedMaskUpdate(_nested_wrappers(wrapped))], augment)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     report = sparsity_report(stripped, sparsity)
     log.info("pruned to %.1f%% kernel sparsity (target %.0f%%)", 100 * report.kernel_sparsity, 100 * sparsity)
