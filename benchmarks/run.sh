@@ -14,8 +14,9 @@
 #   TRAIN_ARGS    extra `edgeclf train` options (e.g. "--epochs 1" for a smoke run)
 #   BENCH_ARGS    extra `edgeclf bench` options (e.g. "--quick" or "--min-accuracy 0.8")
 #   EDGECLF       the edgeclf command (default .venv/bin/edgeclf if present, else edgeclf)
-# Results: benchmarks/results/<name>/{bench.md,bench.csv,bench.json,machine.json,*.png};
-# scratch (worker logs, baseline_default.tflite): benchmarks/work/<name>/ (git-ignored).
+#   RESULTS       results root (default benchmarks/results): RESULTS/<name>/{bench.md,bench.csv,
+#                 bench.json,machine.json,accuracy_vs_latency.png,size.png}
+#   WORK          scratch root (default benchmarks/work, git-ignored): worker logs, baseline_default.tflite
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,8 @@ PRUNE="${PRUNE:-0.5}"
 THREADS="${THREADS:-1}"
 TRAIN_ARGS="${TRAIN_ARGS:-}"
 BENCH_ARGS="${BENCH_ARGS:-}"
+RESULTS="${RESULTS:-benchmarks/results}"
+WORK="${WORK:-benchmarks/work}"
 if [[ -z "${EDGECLF:-}" ]]; then
   if [[ -x .venv/bin/edgeclf ]]; then EDGECLF=.venv/bin/edgeclf; else EDGECLF=edgeclf; fi
 fi
@@ -63,7 +66,7 @@ for model in $MODELS; do
       || echo "WARNING: pruned export of $name failed (see above)"
   fi
   # shellcheck disable=SC2086
-  "$EDGECLF" bench "$dir" --data "$DATA" --threads "$THREADS" --out "benchmarks/results/$name" \
-    --work-dir "benchmarks/work/$name" $BENCH_ARGS || status=$?
+  "$EDGECLF" bench "$dir" --data "$DATA" --threads "$THREADS" --out "$RESULTS/$name" \
+    --work-dir "$WORK/$name" $BENCH_ARGS || status=$?
 done
 exit "$status"

@@ -25,7 +25,7 @@ import click
               help="CPU threads of every engine (LiteRT, onnxruntime, TF intra-op).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Images per call for throughput_ips (fixed batch-1 models loop).")
-@click.option("--min-accuracy", type=click.FloatRange(0.0, 1.01), default=None,
+@click.option("--min-accuracy", type=click.FloatRange(min=0.0), default=None,
               help="Rows with top1_acc below this fail ('below min accuracy') and the command exits 1.")
 @click.option("--quick", is_flag=True, help="Smoke run: 200 test images (unless --test-samples), few timing repeats.")
 @click.option("--min-iters", type=click.IntRange(min=1), default=None,
