@@ -166,5 +166,7 @@ def prune_model(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: in
               [tfmot.sparsity.keras.UpdatePruningStep(), _NestedMaskUpdate(_nested_wrappers(wrapped))], augment)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     report = sparsity_report(stripped, sparsity)
+    for name, layer in report.layers.items():
+        log.info("  %-40s %9d weights  %5.1f%% zero", name, layer["params"], 100 * layer["sparsity"])
     log.info("pruned to %.1f%% kernel sparsity (target %.0f%%)", 100 * report.kernel_sparsity, 100 * sparsity)
     return stripped, report
