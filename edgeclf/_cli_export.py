@@ -50,8 +50,8 @@ def format_table(artifacts: list[dict]) -> str:
               default=TfliteInt8Quantizer.CONVERTER.value, show_default=True, help="int8 TFLite quantizer.")
 @click.option("--onnx-int8", type=click.Choice([q.value for q in OnnxInt8Path]),
               default=OnnxInt8Path.ORT_QDQ.value, show_default=True, help="int8 ONNX path.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Fine-tuning batch size (pruning, QAT).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Fine-tuning batch size (pruning, QAT); default: the training run's.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, calibration_samples, data,
                max_accuracy_drop, allow_drop, val_samples, tflite_int8, onnx_int8, batch_size, seed):

@@ -163,7 +163,8 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
     manifest.float_top1_acc = round(float_acc, 5)
     result = ExportResult(model_dir, model_dir / MANIFEST_NAME, float_acc, len(y_val))
 
-    fine_tune = dict(x_train=ds.x_train, y_train=ds.y_train, num_classes=ds.num_classes, batch_size=cfg.batch_size,
+    fine_tune = dict(x_train=ds.x_train, y_train=ds.y_train, num_classes=ds.num_classes,
+                     batch_size=cfg.batch_size or train_cfg.batch_size,
                      lr=train_cfg.lr * 0.1, label_smoothing=train_cfg.label_smoothing, seed=cfg.seed,
                      augment=train_cfg.augment)
     sparsity = 0.0

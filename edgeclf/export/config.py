@@ -108,7 +108,7 @@ class ExportConfig:
         val_samples: test images used for validation (stratified subset); None = the whole test split.
         tflite_int8: the int8 TFLite quantizer.
         onnx_int8: the int8 ONNX path.
-        batch_size: fine-tuning batch size (pruning, QAT).
+        batch_size: fine-tuning batch size (pruning, QAT); None = the training run's batch size.
         seed: seed for sampling and fine-tuning.
     """
 
@@ -125,7 +125,7 @@ class ExportConfig:
     val_samples: int | None = None
     tflite_int8: TfliteInt8Quantizer = TfliteInt8Quantizer.CONVERTER
     onnx_int8: OnnxInt8Path = OnnxInt8Path.ORT_QDQ
-    batch_size: int = 64
+    batch_size: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -139,7 +139,7 @@ class ExportConfig:
             raise ValueError(f"--calibration-samples must be >= 1, got {self.calibration_samples}")
         if self.val_samples is not None and self.val_samples < 1:
             raise ValueError(f"--val-samples must be >= 1, got {self.val_samples}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.qat and Precision.INT8 not in self.resolved_precisions():
             raise ValueError("--qat trains for int8 but int8 is not among the --quantize precisions "
