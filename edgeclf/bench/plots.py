@@ -21,21 +21,46 @@ def label(row: BenchRow) -> str:
     return f"{fmt} {row.precision}" if not fmt.startswith("keras") else fmt
 
 
+def _label_offsets(pts: list[BenchRow], line: float = 0.03, width: float = 0.22) -> list[float]:
+    """Vertical label offsets (points) so labels of nearby points stack instead of overprinting.
+
+    Works in axis-fraction units: x = log latency, y = accuracy, each scaled to [0, 1]; a label
+    occupies ``width`` x ``line`` to the right of its point.
+    """
+    if not pts:
+        return []
+    lx = np.log10([r.latency_ms_p50 for r in pts])
+    acc = np.asarray([r.top1_acc for r in pts], dtype=np.float64)
+    x = (lx - lx.min()) / max(float(np.ptp(lx)), 1e-9)
+    y = (acc - acc.min()) / max(float(np.ptp(acc)), 1e-9)
+    taken: list[tuple[float, float]] = []
+    out = []
+    for xi, yi in zip(x, y):
+        n = 0
+        while any(abs(xi - tx) < width and abs((yi - n * line) - ty) < line for tx, ty in taken):
+            n += 1
+        taken.append((xi, yi - n * line))
+        out.append(4.0 - 9.0 * n)
+    return out
+
+
 def accuracy_vs_latency(rows: list[BenchRow], path: Path, title: str) -> Path:
     """Scatter of top1_acc against latency_ms_p50 (log x), one labelled point per measured row."""
     plt = _plt()
     pts = [r for r in rows if r.top1_acc is not None and r.latency_ms_p50]
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r in pts:
+    placed = _label_offsets(pts)
+    for r, dy in zip(pts, placed):
         ax.scatter(r.latency_ms_p50, r.top1_acc, s=40, color=_COLOURS.get(r.engine, "tab:green"),
                    marker="s" if r.status.value != "ok" else "o", zorder=3)
-        ax.annotate(label(r), (r.latency_ms_p50, r.top1_acc), textcoords="offset points", xytext=(5, 4),
+        ax.annotate(label(r), (r.latency_ms_p50, r.top1_acc), textcoords="offset points", xytext=(6, dy),
                     fontsize=7)
     if pts:
         ax.set_xscale("log")
     for engine, colour in _COLOURS.items():
         ax.scatter([], [], color=colour, label=engine)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.margins(x=0.2, y=0.1)
     ax.set_xlabel("batch-1 latency p50 (ms, log scale)")
     ax.set_ylabel("top-1 accuracy (test)")
     ax.set_title(f"{title}: accuracy vs latency (squares: status not ok)")
