@@ -116,8 +116,9 @@ class _Workers:
             if timed_out:
                 result["error"] = f"timed out after {self.cfg.worker_timeout_s:.0f} s"
             elif not result.get("error"):
-                result["error"] = (f"worker died (exit code {rc}) in phase '{result.get('phase')}'; "
-                                   f"log: {log_path}")
+                lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+                result["error"] = (f"worker died (exit code {rc}) in phase '{result.get('phase')}'"
+                                   + (f": {lines[-1].strip()}" if lines else ""))
             return result, None
         probs_path = Path(spec["probs_out"])
         return result, (np.load(probs_path) if accuracy and probs_path.is_file() else None)
