@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import click
 
-from edgeclf.export.config import (ExportConfig, OnnxInt8Path, TfliteInt8Quantizer, parse_formats,
-                                   parse_precisions)
+from edgeclf.export.config import (
+    ExportConfig,
+    OnnxInt8Path,
+    TfliteInt8Quantizer,
+    parse_formats,
+    parse_precisions,
+)
 
 
 def _mb(n: int | None) -> str:

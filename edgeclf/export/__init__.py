@@ -22,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.export.config import ExportConfig, ExportJob, Format, OnnxInt8Path, Precision, TfliteInt8Quantizer
+from edgeclf.export.config import (
+    ExportConfig,
+    ExportJob,
+    Format,
+    OnnxInt8Path,
+    Precision,
+    TfliteInt8Quantizer,
+)
 from edgeclf.export.validate import AccuracyGateError, Validation
 
 __all__ = ["AccuracyGateError", "ExportConfig", "ExportResult", "Format", "OnnxInt8Path", "Precision",
@@ -163,17 +170,17 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
     manifest.float_top1_acc = round(float_acc, 5)
     result = ExportResult(model_dir, model_dir / MANIFEST_NAME, float_acc, len(y_val))
 
-    fine_tune = dict(x_train=ds.x_train, y_train=ds.y_train, num_classes=ds.num_classes,
-                     batch_size=cfg.batch_size or train_cfg.batch_size,
-                     lr=train_cfg.lr * 0.1, label_smoothing=train_cfg.label_smoothing, seed=cfg.seed,
-                     augment=train_cfg.augment)
+    from edgeclf.export.prune import FINE_TUNE_LR_FACTOR, FineTune
+
+    ft = FineTune(x_train=ds.x_train, y_train=ds.y_train, num_classes=ds.num_classes,
+                  batch_size=cfg.batch_size or train_cfg.batch_size, lr=train_cfg.lr * FINE_TUNE_LR_FACTOR,
+                  label_smoothing=train_cfg.label_smoothing, seed=cfg.seed, augment=train_cfg.augment)
     sparsity = 0.0
     if cfg.prune_sparsity:
         from edgeclf.export.prune import prune_model
 
         with _step(f"prune to {cfg.prune_sparsity:.0%} ({cfg.prune_epochs} epochs)"):
-            model, report = prune_model(load_keras_model(model_dir), sparsity=cfg.prune_sparsity,
-                                        epochs=cfg.prune_epochs, **fine_tune)
+            model, report = prune_model(load_keras_model(model_dir), ft, cfg.prune_sparsity, cfg.prune_epochs)
         result.sparsity = report.to_dict()
         sparsity = report.kernel_sparsity
     qat_model = None
@@ -181,8 +188,7 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
         from edgeclf.export.qat import quantize_aware
 
         with _step(f"quantization-aware training ({cfg.qat_epochs} epochs)"):
-            qat_model = quantize_aware(model, epochs=cfg.qat_epochs, preserve_sparsity=bool(cfg.prune_sparsity),
-                                       **fine_tune)
+            qat_model = quantize_aware(model, ft, cfg.qat_epochs, preserve_sparsity=bool(cfg.prune_sparsity))
 
     failures = []
     for fmt, precision in jobs:
@@ -191,8 +197,8 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
         job = ExportJob(precision=precision, config=cfg, representative=rep, metadata=meta,
                         quantization_aware=use_qat)
         try:
-            entry, failure = _export_one(qat_model if use_qat else model, fmt, precision, job, model_dir, x_val,
-                                         y_val, float_probs, float_acc, manifest, sparsity, progress)
+            entry, _ = _export_one(qat_model if use_qat else model, fmt, precision, job, model_dir, x_val,
+                                     y_val, float_probs, float_acc, manifest, sparsity, progress)
         except AccuracyGateError as exc:
             failures.append(str(exc))
             result.artifacts.append({"file": cfg.file_name(fmt, precision), "status": "failed", "error": str(exc)})

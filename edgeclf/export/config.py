@@ -204,6 +204,6 @@ class ExportJob:
 
     precision: Precision
     config: ExportConfig
-    representative: "np.ndarray"
+    representative: np.ndarray
     metadata: dict
     quantization_aware: bool = False

@@ -121,32 +121,53 @@ class _NestedMaskUpdate(keras.callbacks.Callback):
 
 def _nested_wrappers(model) -> list:
     _tfmot()
-    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude as wrapper
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
+        PruneLowMagnitude as wrapper,
+    )
 
     return [layer for nested in model.layers if isinstance(nested, keras.Model)
             for layer in _walk(nested) if isinstance(layer, wrapper)]
 
 
-def fine_tune(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, epochs: int, batch_size: int,
-              lr: float, label_smoothing: float, seed: int, callbacks: list, augment=None) -> None:
-    """Fine-tune ``model`` in place: cosine-decayed Adam from ``lr``, the model's cross-entropy loss.
+@dataclass(frozen=True)
+class FineTune:
+    """How pruning and QAT fine-tune: data, loss and optimizer settings.
 
-    ``x_train`` uint8 (N, H, W, C), ``y_train`` int (N,); batches from :func:`edgeclf.data.pipeline.make_dataset`.
+    ``x_train`` uint8 (N, H, W, C) [0, 255], ``y_train`` int (N,); ``lr`` the peak (Adam, cosine
+    decay to 0); ``label_smoothing`` and ``augment`` (an AugmentConfig or None) as in training.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    num_classes: int
+    batch_size: int
+    lr: float
+    label_smoothing: float
+    seed: int = 0
+    augment: object = None
+
+    def steps(self, epochs: int) -> int:
+        return epochs * int(np.ceil(len(self.x_train) / self.batch_size))
+
+
+def fine_tune(model, ft: FineTune, epochs: int, callbacks: list) -> None:
+    """Fine-tune ``model`` in place for ``epochs`` epochs with the model's cross-entropy loss.
+
+    Batches come from :func:`edgeclf.data.pipeline.make_dataset` (shuffled, augmented as in training).
     """
     from edgeclf.data.pipeline import make_dataset
 
-    steps = epochs * int(np.ceil(len(x_train) / batch_size))
-    ds = make_dataset(x_train, y_train, batch_size, True, augment, seed).map(
-        lambda x, y: (x, tf.one_hot(y, num_classes)))
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, max(1, steps))),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+    n = ft.num_classes
+    ds = make_dataset(ft.x_train, ft.y_train, ft.batch_size, True, ft.augment, ft.seed).map(
+        lambda x, y: (x, tf.one_hot(y, n)))
+    schedule = keras.optimizers.schedules.CosineDecay(ft.lr, max(1, ft.steps(epochs)))
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=ft.label_smoothing),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     model.fit(ds, epochs=epochs, callbacks=callbacks, verbose=2 if log.isEnabledFor(logging.INFO) else 0)
 
 
-def prune_model(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, sparsity: float, epochs: int,
-                batch_size: int, lr: float, label_smoothing: float, seed: int,
-                augment=None) -> tuple[object, SparsityReport]:
+def prune_model(model, ft: FineTune, sparsity: float, epochs: int) -> tuple[object, SparsityReport]:
     """Prune ``model`` to ``sparsity`` while fine-tuning ``epochs`` epochs; returns (stripped model, report).
 
     The schedule reaches the target after 2/3 of the fine-tuning steps and holds it for the rest.
@@ -156,14 +177,14 @@ def prune_model(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: in
         ValueError: the model has no prunable layer.
     """
     tfmot = _tfmot()
-    steps = epochs * int(np.ceil(len(x_train) / batch_size))
+    steps = ft.steps(epochs)
     frequency = max(1, min(100, steps // 20))
     end_step = max(frequency, (2 * steps // 3) // frequency * frequency)
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(sparsity),
                                                     begin_step=0, end_step=end_step, frequency=frequency)
     wrapped = _wrap_for_pruning(model, schedule)
-    fine_tune(wrapped, x_train, y_train, num_classes, epochs, batch_size, lr, label_smoothing, seed,
-              [tfmot.sparsity.keras.UpdatePruningStep(), _NestedMaskUpdate(_nested_wrappers(wrapped))], augment)
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), _NestedMaskUpdate(_nested_wrappers(wrapped))]
+    fine_tune(wrapped, ft, epochs, callbacks)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     report = sparsity_report(stripped, sparsity)
     for name, layer in report.layers.items():

@@ -12,10 +12,8 @@ https://www.tensorflow.org/model_optimization/guide/combine/pqat_example
 
 from __future__ import annotations
 
-import numpy as np
-
 from edgeclf._keras import keras
-from edgeclf.export.prune import _tfmot, fine_tune
+from edgeclf.export.prune import FineTune, _tfmot, fine_tune
 
 
 def _noop_config_class(qk):
@@ -43,9 +41,7 @@ def _noop_config_class(qk):
     return NoOpQuantizeConfig
 
 
-def quantize_aware(model, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, epochs: int,
-                   batch_size: int, lr: float, label_smoothing: float, seed: int, preserve_sparsity: bool,
-                   augment=None):
+def quantize_aware(model, ft: FineTune, epochs: int, preserve_sparsity: bool):
     """Wrap ``model`` for QAT, fine-tune ``epochs`` epochs, return the QAT model (convert with the TFLite converter).
 
     Raises:
@@ -56,7 +52,9 @@ def quantize_aware(model, x_train: np.ndarray, y_train: np.ndarray, num_classes:
     if any(isinstance(layer, keras.Model) for layer in model.layers):
         raise ValueError(f"--qat: model '{model.name}' contains a nested model, which tfmot QAT does not support "
                          "(use post-training int8 without --qat)")
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantize_registry
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
 
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
 
@@ -73,10 +71,11 @@ def quantize_aware(model, x_train: np.ndarray, y_train: np.ndarray, num_classes:
     with qk.quantize_scope({noop.__name__: noop}):
         if preserve_sparsity:
             from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-                default_8bit_prune_preserve_quantize_scheme as pp)
+                default_8bit_prune_preserve_quantize_scheme as pp,
+            )
 
             qat = qk.quantize_apply(annotated, scheme=pp.Default8BitPrunePreserveQuantizeScheme())
         else:
             qat = qk.quantize_apply(annotated)
-    fine_tune(qat, x_train, y_train, num_classes, epochs, batch_size, lr, label_smoothing, seed, [], augment)
+    fine_tune(qat, ft, epochs, [])
     return qat

@@ -21,7 +21,7 @@ https://github.com/google-ai-edge/ai-edge-quantizer (recipe.py).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -84,8 +84,8 @@ def aeq_int8(float_tflite: bytes, representative: np.ndarray) -> bytes:
     """
     try:
         import ai_edge_quantizer as aeq
-        from ai_edge_quantizer import recipe
         from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_quantizer import recipe
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("--tflite-int8 ai-edge-quantizer needs: pip install ai-edge-quantizer") from exc
     signatures = Interpreter(model_content=float_tflite).get_signature_list()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from edgeclf.export import onnx as onnx_export
 from edgeclf.export import tflite as tflite_export

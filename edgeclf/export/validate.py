@@ -78,7 +78,7 @@ def compare(probs: np.ndarray, float_probs: np.ndarray, labels: np.ndarray, floa
         acc_drop_pp=round((float_top1_acc - acc) * 100.0, 3),
         top1_agreement=round(float(np.mean(probs.argmax(1) == float_probs.argmax(1))), 5),
         max_abs_prob_diff=round(float(np.abs(probs - float_probs).max()), 5),
-        n_images=int(len(labels)),
+        n_images=len(labels),
     )
 
 
