@@ -117,6 +117,6 @@ RECIPES: dict[str, dict] = {
                 label_smoothing=0.1),
     "cnn-small": dict(epochs=15, batch_size=64, optimizer=Optimizer.ADAM, lr=1e-3, weight_decay=0.0,
                       label_smoothing=0.0),
-    "mobilenet_v2": dict(epochs=3, head_epochs=1, batch_size=64, optimizer=Optimizer.ADAM, lr=1e-3,
-                         fine_tune_lr=3e-4, weight_decay=0.0, label_smoothing=0.1, fine_tune_layers=-1),
+    "mobilenet_v2": dict(epochs=5, head_epochs=1, batch_size=64, optimizer=Optimizer.ADAM, lr=1e-3,
+                         fine_tune_lr=3e-4, weight_decay=0.0, label_smoothing=0.1, fine_tune_layers=60),
 }
