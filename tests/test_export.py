@@ -171,3 +171,18 @@ def test_bad_model_dir_one_line_error(tmp_path):
 def test_cli_import_stays_tensorflow_free():
     code = "import sys, edgeclf.cli; assert 'tensorflow' not in sys.modules, 'TF imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_qat_int8_export(tiny_model_dir, tmp_path):
+    from edgeclf.export import ExportConfig, Format, Precision, export_model
+    from edgeclf.export.artifacts import int8_weight_report
+
+    d = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = ExportConfig(formats=(Format.TFLITE,), precisions=(Precision.INT8,), qat=True, qat_epochs=1,
+                       calibration_samples=30, allow_drop=True)
+    result = export_model(d, cfg, progress=False)
+    (entry,) = result.artifacts
+    assert entry["file"] == "model_qat_int8.tflite" and entry["quantization_aware"]
+    assert entry["validation"]["top1_agreement"] >= 0.8
+    assert int8_weight_report(d / "model_qat_int8.tflite")["int8_kernel_params"] > 20000
