@@ -113,8 +113,10 @@ def _export_one(model, fmt: Format, precision: Precision, job: ExportJob, model_
                  "validation": v.to_dict(), "status": "ok" if failure is None else "validation failed",
                  "tools": artifacts.tool_versions(), "created": artifacts.utc_now()}
         if precision is Precision.INT8:
-            entry["quantizer"] = (cfg.onnx_int8.value if fmt is Format.ONNX and not job.quantization_aware
-                                  else "qat+converter" if job.quantization_aware else cfg.tflite_int8.value)
+            if job.quantization_aware:
+                entry["quantizer"] = "qat+converter" + ("+tf2onnx" if fmt is Format.ONNX else "")
+            else:
+                entry["quantizer"] = cfg.onnx_int8.value if fmt is Format.ONNX else cfg.tflite_int8.value
         if failure is not None and not cfg.allow_drop:
             raise AccuracyGateError(failure)
     if failure is not None:
