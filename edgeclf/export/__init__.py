@@ -176,7 +176,8 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
 
     ft = FineTune(x_train=ds.x_train, y_train=ds.y_train, num_classes=ds.num_classes,
                   batch_size=cfg.batch_size or train_cfg.batch_size, lr=train_cfg.lr * FINE_TUNE_LR_FACTOR,
-                  label_smoothing=train_cfg.label_smoothing, seed=cfg.seed, augment=train_cfg.augment)
+                  label_smoothing=train_cfg.label_smoothing, optimizer=train_cfg.optimizer.value, seed=cfg.seed,
+                  augment=train_cfg.augment)
     sparsity = 0.0
     if cfg.prune_sparsity:
         from edgeclf.export.prune import prune_model

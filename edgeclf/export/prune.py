@@ -133,8 +133,9 @@ def _nested_wrappers(model) -> list:
 class FineTune:
     """How pruning and QAT fine-tune: data, loss and optimizer settings.
 
-    ``x_train`` uint8 (N, H, W, C) [0, 255], ``y_train`` int (N,); ``lr`` the peak (Adam, cosine
-    decay to 0); ``label_smoothing`` and ``augment`` (an AugmentConfig or None) as in training.
+    ``x_train`` uint8 (N, H, W, C) [0, 255], ``y_train`` int (N,); ``optimizer`` ``"sgd"``
+    (momentum 0.9, Nesterov) or ``"adam"`` as in training; ``lr`` its peak, cosine-decayed to 0;
+    ``label_smoothing`` and ``augment`` (an AugmentConfig or None) as in training.
     """
 
     x_train: np.ndarray
@@ -143,6 +144,7 @@ class FineTune:
     batch_size: int
     lr: float
     label_smoothing: float
+    optimizer: str = "adam"
     seed: int = 0
     augment: object = None
 
@@ -151,7 +153,7 @@ class FineTune:
 
 
 def fine_tune(model, ft: FineTune, epochs: int, callbacks: list) -> None:
-    """Fine-tune ``model`` in place for ``epochs`` epochs with the model's cross-entropy loss.
+    """Fine-tune ``model`` in place for ``epochs`` epochs with the model's cross-entropy loss and optimizer.
 
     Batches come from :func:`edgeclf.data.pipeline.make_dataset` (shuffled, augmented as in training).
     """
@@ -161,7 +163,9 @@ def fine_tune(model, ft: FineTune, epochs: int, callbacks: list) -> None:
     ds = make_dataset(ft.x_train, ft.y_train, ft.batch_size, True, ft.augment, ft.seed).map(
         lambda x, y: (x, tf.one_hot(y, n)))
     schedule = keras.optimizers.schedules.CosineDecay(ft.lr, max(1, ft.steps(epochs)))
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
+    opt = (keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True) if ft.optimizer == "sgd"
+           else keras.optimizers.Adam(schedule))
+    model.compile(optimizer=opt,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=ft.label_smoothing),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     model.fit(ds, epochs=epochs, callbacks=callbacks, verbose=2 if log.isEnabledFor(logging.INFO) else 0)
