@@ -54,7 +54,7 @@ def format_table(artifacts: list[dict]) -> str:
 @click.option("--tflite-int8", type=click.Choice([q.value for q in TfliteInt8Quantizer]),
               default=TfliteInt8Quantizer.CONVERTER.value, show_default=True, help="int8 TFLite quantizer.")
 @click.option("--onnx-int8", type=click.Choice([q.value for q in OnnxInt8Path]),
-              default=OnnxInt8Path.ORT_QDQ.value, show_default=True, help="int8 ONNX path.")
+              default=OnnxInt8Path.FROM_TFLITE.value, show_default=True, help="int8 ONNX path.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Fine-tuning batch size (pruning, QAT); default: the training run's.")
 @click.option("--seed", type=int, default=0, show_default=True)

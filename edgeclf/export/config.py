@@ -124,7 +124,7 @@ class ExportConfig:
     allow_drop: bool = False
     val_samples: int | None = None
     tflite_int8: TfliteInt8Quantizer = TfliteInt8Quantizer.CONVERTER
-    onnx_int8: OnnxInt8Path = OnnxInt8Path.ORT_QDQ
+    onnx_int8: OnnxInt8Path = OnnxInt8Path.FROM_TFLITE
     batch_size: int | None = None
     seed: int = 0
 
