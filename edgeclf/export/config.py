@@ -56,35 +56,29 @@ DEFAULT_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
 }
 
 
+def _parse_choices(text: str, enum, flag: str, choices: str, aliases: dict[str, str]) -> tuple:
+    """Comma list -> de-duplicated tuple of ``enum`` members, in order. Raises ValueError naming ``flag``."""
+    out: list = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        try:
+            member = enum(aliases.get(part, part))
+        except ValueError:
+            raise ValueError(f"{flag}: unknown value {part!r} (choose from {choices})") from None
+        if member not in out:
+            out.append(member)
+    if not out:
+        raise ValueError(f"{flag}: empty list")
+    return tuple(out)
+
+
 def parse_precisions(text: str) -> tuple[Precision, ...]:
     """``"none,int8"`` -> (FP32, INT8). ``none``/``fp32`` both mean FP32. Raises ValueError on unknown names."""
-    out: list[Precision] = []
-    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
-        part = "fp32" if part == "none" else part
-        try:
-            p = Precision(part)
-        except ValueError:
-            raise ValueError(f"--quantize: unknown value {part!r} (choose from none, fp16, dynamic, int8)") from None
-        if p not in out:
-            out.append(p)
-    if not out:
-        raise ValueError("--quantize: empty list")
-    return tuple(out)
+    return _parse_choices(text, Precision, "--quantize", "none, fp16, dynamic, int8", {"none": "fp32"})
 
 
 def parse_formats(text: str) -> tuple[Format, ...]:
     """``"tflite,onnx"`` -> (TFLITE, ONNX). Raises ValueError on unknown names."""
-    out: list[Format] = []
-    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
-        try:
-            f = Format(part)
-        except ValueError:
-            raise ValueError(f"--formats: unknown format {part!r} (choose from tflite, onnx)") from None
-        if f not in out:
-            out.append(f)
-    if not out:
-        raise ValueError("--formats: empty list")
-    return tuple(out)
+    return _parse_choices(text, Format, "--formats", "tflite, onnx", {})
 
 
 @dataclass(frozen=True)
