@@ -38,7 +38,7 @@ class TrainConfig:
         patience: early stopping on validation top-1 accuracy (best weights restored); 0 disables.
         class_weight: ``balanced`` weights the loss by inverse class frequency.
         mixed_precision: train in ``mixed_bfloat16``; the saved model is always float32. Only a
-            win on CPUs with AMX/AVX512-BF16 (measured: ~10x *slower* on an AVX2-only EPYC).
+            win on CPUs with AMX/AVX512-BF16 (measured on an AVX2-only EPYC: ~5x *slower*).
         seed: seeds Python/NumPy/TensorFlow and the data splits.
         name, out: the model directory is ``out/name``.
     """
