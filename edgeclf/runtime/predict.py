@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclf.metrics import confusion_matrix
 from edgeclf.preprocess import to_model_input
 from edgeclf.runtime.base import Classifier, top_k_indices
 from edgeclf.runtime.sources import expand_image_paths, folder_labels, iter_images
@@ -70,10 +71,7 @@ class PredictionReport:
         """int64 (C, C): rows are true classes, columns predicted top-1 classes; None if unlabelled."""
         if self.true_idx is None:
             return None
-        c = len(self.labels)
-        cm = np.zeros((c, c), dtype=np.int64)
-        np.add.at(cm, (self.true_idx, self.topk_idx[:, 0]), 1)
-        return cm
+        return confusion_matrix(self.true_idx, self.topk_idx[:, 0], len(self.labels))
 
     @property
     def images_per_s(self) -> float:
