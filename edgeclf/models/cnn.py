@@ -16,6 +16,7 @@ ReLU, which cannot fold). At 32x32x3 with 10 classes: width 16 (default) 414 k p
 from __future__ import annotations
 
 from edgeclf._keras import keras
+from edgeclf.models._head import classifier_head
 from edgeclf.models.config import ModelConfig
 
 L = keras.layers
@@ -57,9 +58,5 @@ def build(input_shape: tuple[int, int, int], num_classes: int, cfg: ModelConfig)
     x = conv_bn_relu(x, 8 * w, "layer3")
     x = L.MaxPooling2D(2, name="layer3_pool")(x)
     x = _residual(x, 8 * w, "res3")
-    x = L.GlobalAveragePooling2D(name="pool")(x)
-    if cfg.dropout:
-        x = L.Dropout(cfg.dropout, name="dropout")(x)
-    x = L.Dense(num_classes, name="logits")(x)
-    outputs = L.Activation("softmax", dtype="float32", name="probs")(x)
+    outputs = classifier_head(x, num_classes, cfg.dropout)
     return keras.Model(inputs, outputs, name="cnn")

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from edgeclf._keras import keras
+from edgeclf.models._head import classifier_head
 from edgeclf.models.config import ModelConfig
 
 L = keras.layers
@@ -80,11 +81,7 @@ def build(input_shape: tuple[int, int, int], num_classes: int, cfg: ModelConfig)
         x = L.Resizing(s, s, interpolation="bilinear", name="resize")(x)
     x = L.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(x)
     x = base(x, training=False)
-    x = L.GlobalAveragePooling2D(name="pool")(x)
-    if cfg.dropout:
-        x = L.Dropout(cfg.dropout, name="dropout")(x)
-    x = L.Dense(num_classes, name="logits")(x)
-    outputs = L.Activation("softmax", dtype="float32", name="probs")(x)
+    outputs = classifier_head(x, num_classes, cfg.dropout)
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
