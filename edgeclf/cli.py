@@ -113,7 +113,7 @@ def _refuse_unused_options(ctx: click.Context, model_name: str, augment: bool) -
 @click.option("--zoom", type=float, default=0.0, show_default=True, help="Max zoom fraction.")
 @click.option("--cutout", type=click.IntRange(min=0), default=0, show_default=True,
               help="Side in pixels of a random square erased per image (0 = off).")
-@click.option("--width", type=click.IntRange(min=4), default=16, show_default=True, help="cnn: base channel width.")
+@click.option("--width", type=click.IntRange(min=4), default=32, show_default=True, help="cnn: base channel width.")
 @click.option("--weights", default="imagenet", show_default=True,
               help="mobilenet_v2 base weights: imagenet (Keras download), none, or a path to an .h5 file.")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="mobilenet_v2 width multiplier.")
