@@ -28,14 +28,15 @@ test-fast: install ## tests without the slow real-data ones
 demo: install
 	$(BIN)/edgeclf train --model cnn --data $(DATA) --epochs $(DEMO_EPOCHS) --name demo-cnn
 	$(BIN)/edgeclf export export/demo-cnn --quantize int8
-	$(BIN)/python -m edgeclf.samples $(DATA) export/demo-cnn/samples --per-class 2
+	$(BIN)/python -m edgeclf.data.samples $(DATA) export/demo-cnn/samples --per-class 2
 	$(BIN)/edgeclf predict export/demo-cnn export/demo-cnn/samples
 
 bench: install ## train (or reuse) cnn + mobilenet_v2 on CIFAR-10, export, benchmark -> benchmarks/results/
 	DATA=$(DATA) MNV2_WEIGHTS=$(MNV2_WEIGHTS) bash benchmarks/run.sh
 
-lint: install
+lint: install ## ruff + the import-linter layering contracts in pyproject.toml (docs/architecture.md)
 	$(BIN)/ruff check edgeclf tests
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf .pytest_cache build *.egg-info

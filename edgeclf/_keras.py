@@ -12,22 +12,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 try:
-    import tensorflow as tf  # noqa: E402
-    import tf_keras as keras  # noqa: E402
+    import tensorflow as tf
+    import tf_keras as keras
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
         "edgeclf training/export needs TensorFlow and tf_keras: pip install 'edgeclf[train]' "
         "(the runtime alone only needs 'edgeclf[runtime]')"
     ) from exc
 
-__all__ = ["tf", "keras", "set_seed", "tool_versions"]
+__all__ = ["keras", "set_seed", "tf"]
 
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow (``keras.utils.set_random_seed``) for reproducible runs."""
     keras.utils.set_random_seed(int(seed))
-
-
-def tool_versions() -> dict[str, str]:
-    """Versions of TensorFlow and tf_keras, for manifests and metrics."""
-    return {"tensorflow": tf.__version__, "tf_keras": keras.__version__}

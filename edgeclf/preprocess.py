@@ -5,8 +5,8 @@ call these functions, so a model sees the same pixels everywhere:
 
 * colour order: RGB (OpenCV decodes BGR; it is converted here, once);
 * channels: 3, or 1 for greyscale models (ITU-R BT.601 luma, ``cv2.COLOR_RGB2GRAY``);
-* size: resized to the model's declared input (``cv2.INTER_AREA`` when shrinking, which avoids
-  aliasing, ``cv2.INTER_LINEAR`` when enlarging);
+* size: resized to the model's declared input by :func:`resize_image` (``cv2.INTER_AREA`` when
+  shrinking, which avoids aliasing, ``cv2.INTER_LINEAR`` when enlarging);
 * dtype and range: float32 in [0, 255]. Normalisation (scaling, mean/std) lives *inside* the
   edgeclf models, so an exported file is self-contained.
 """
@@ -19,11 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeclf.errors import ImageError  # noqa: F401  (re-exported)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-class ImageError(ValueError):
-    """An image file is missing, unreadable or not an image. The message names the file."""
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -56,6 +54,28 @@ def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an image to ``height`` x ``width`` pixels by edgeclf's one resize rule.
+
+    ``cv2.INTER_AREA`` when shrinking (both sides at least the target; avoids aliasing),
+    ``cv2.INTER_LINEAR`` when enlarging either side. Training data, the runtime and the camera
+    loop all resize through here.
+
+    Args:
+        image: (H, W) or (H, W, C) array of any dtype OpenCV resizes (uint8, float32), any colour order.
+
+    Returns:
+        (height, width) or (height, width, C), same dtype; ``image`` itself if already that size.
+        A (H, W, 1) input keeps its channel axis.
+    """
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    interp = cv2.INTER_AREA if (h >= height and w >= width) else cv2.INTER_LINEAR
+    out = cv2.resize(image, (width, height), interpolation=interp)
+    return out[:, :, None] if image.ndim == 3 and out.ndim == 2 else out
+
+
 def to_model_input(image: np.ndarray, height: int, width: int, channels: int = 3) -> np.ndarray:
     """Turn one RGB image into a model input.
 
@@ -82,11 +102,7 @@ def to_model_input(image: np.ndarray, height: int, width: int, channels: int = 3
             img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
     else:
         raise ValueError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {img.shape}")
-    h, w = img.shape[:2]
-    if (h, w) != (height, width):
-        interp = cv2.INTER_AREA if (h >= height and w >= width) else cv2.INTER_LINEAR
-        img = cv2.resize(img, (width, height), interpolation=interp)
-    out = img.astype(np.float32)
+    out = resize_image(img, height, width).astype(np.float32)
     if out.ndim == 2:
         out = out[:, :, None]
     return out

@@ -54,7 +54,7 @@ def build_models(tmp_path_factory) -> RuntimeModels:
     import tensorflow as tf
     import tf_keras as keras
 
-    from edgeclf.runtime.manifest import InputSpec, Manifest, write_manifest
+    from edgeclf.runtime.manifest import ArtifactEntry, Format, InputSpec, Manifest, Precision, write_manifest
     from edgeclf.runtime.tflite_metadata import add_metadata
 
     keras.utils.set_random_seed(0)
@@ -97,16 +97,17 @@ def build_models(tmp_path_factory) -> RuntimeModels:
 
     ispec = InputSpec(height=SIZE, width=SIZE, channels=3)
     manifest = Manifest(name="tiny", input=ispec, labels=list(LABELS), model="cnn", dataset="synthetic")
-    for name, data, precision in (("model_fp32.tflite", fp32, "fp32"), ("model_int8.tflite", int8, "int8")):
+    for name, data, precision in (("model_fp32.tflite", fp32, Precision.FP32),
+                                  ("model_int8.tflite", int8, Precision.INT8)):
         meta = json.dumps(manifest.embedded_metadata(precision)).encode()
         (model_dir / name).write_bytes(add_metadata(data, "edgeclf", meta))
         (bare_dir / name).write_bytes(data)
-        manifest.upsert_artifact({"file": name, "format": "tflite", "precision": precision})
+        manifest.upsert_artifact(ArtifactEntry(file=name, format=Format.TFLITE, precision=precision))
     (bare_dir / "model_fp32.onnx").write_bytes(onnx_model.SerializeToString())
     entry = onnx_model.metadata_props.add()
-    entry.key, entry.value = "edgeclf", json.dumps(manifest.embedded_metadata("fp32"))
+    entry.key, entry.value = "edgeclf", json.dumps(manifest.embedded_metadata(Precision.FP32))
     (model_dir / "model_fp32.onnx").write_bytes(onnx_model.SerializeToString())
-    manifest.upsert_artifact({"file": "model_fp32.onnx", "format": "onnx", "precision": "fp32"})
+    manifest.upsert_artifact(ArtifactEntry(file="model_fp32.onnx", format=Format.ONNX, precision=Precision.FP32))
     write_manifest(model_dir, manifest)
     (model_dir / "labels.txt").write_text("\n".join(LABELS) + "\n")
     (bare_dir / "labels.txt").write_text("\n".join(LABELS) + "\n")

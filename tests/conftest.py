@@ -67,12 +67,12 @@ def tiny_model_dir(tiny_data_dir, tmp_path_factory) -> Path:
     Read-only for tests: copy it (``shutil.copytree``) before writing into it.
     """
     from edgeclf.data import AugmentConfig, DataConfig
-    from edgeclf.models import ModelConfig
+    from edgeclf.models import MODELS, ModelConfig
     from edgeclf.train import train
-    from edgeclf.train_config import Optimizer, TrainConfig
+    from edgeclf.train.config import Optimizer, TrainConfig
 
     out = tmp_path_factory.mktemp("models")
-    cfg = TrainConfig(model=ModelConfig(name="cnn", width=4, dropout=0.0),
+    cfg = TrainConfig(model=ModelConfig(name="cnn", **MODELS["cnn"].tiny),
                       data=DataConfig(source=str(tiny_data_dir), val_split=0.1, seed=0),
                       augment=AugmentConfig(flip=True, translate_px=2), epochs=3, batch_size=32,
                       optimizer=Optimizer.ADAM, lr=3e-3, weight_decay=0.0, label_smoothing=0.0,

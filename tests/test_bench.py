@@ -28,14 +28,14 @@ METRIC_COLUMNS = ("size_bytes", "size_gzip_bytes", "top1_acc", "acc_drop_pp", "t
 def _make_artifacts(model_dir: Path) -> None:
     """fp32 + int8 .tflite/.onnx via export_model, plus a truncated .tflite listed in the manifest."""
     from edgeclf.export import ExportConfig, Precision, export_model
-    from edgeclf.runtime.manifest import read_manifest, write_manifest
+    from edgeclf.runtime.manifest import ArtifactEntry, Format, read_manifest, write_manifest
 
     export_model(model_dir, ExportConfig(precisions=(Precision.FP32, Precision.INT8), allow_drop=True,
                                          calibration_samples=32), progress=False)
     data = (model_dir / "model_fp32.tflite").read_bytes()
     (model_dir / BROKEN).write_bytes(data[: len(data) // 3])
     manifest = read_manifest(model_dir)
-    manifest.upsert_artifact({"file": BROKEN, "format": "tflite", "precision": "int8", "sparsity": 0.0})
+    manifest.upsert_artifact(ArtifactEntry(file=BROKEN, format=Format.TFLITE, precision=Precision.INT8))
     write_manifest(model_dir, manifest)
 
 
@@ -116,6 +116,15 @@ def test_min_accuracy_fails_rows_and_exit_code(bench_dir, tmp_path):
 
 
 def test_cli_bench_does_not_import_tensorflow():
-    code = "import sys, edgeclf._cli_bench, edgeclf.bench.worker; print('tensorflow' in sys.modules)"
+    code = "import sys, edgeclf.cli.bench, edgeclf.bench.worker; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_worker_modules_do_not_import_each_other():
+    """``python -m edgeclf.bench.worker`` must load the worker module once: the TF worker kinds do not
+    import it back."""
+    code = ("import sys, edgeclf.bench._keras_worker; "
+            "print('edgeclf.bench.worker' in sys.modules, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -156,6 +156,35 @@ def test_mixed_sizes_are_resized_to_the_most_common_size(tmp_path, caplog):
         assert x.shape[1:] == (24, 20, 3) and x.dtype == np.uint8
 
 
+@pytest.mark.parametrize("shape,interp", [
+    ((64, 48, 3), cv2.INTER_AREA),     # shrinking both sides
+    ((16, 20, 3), cv2.INTER_LINEAR),   # enlarging
+    ((64, 20, 3), cv2.INTER_LINEAR),   # one side enlarged
+    ((50, 40, 1), cv2.INTER_AREA),     # grey keeps its channel axis
+])
+def test_resize_image_is_the_one_rule(shape, interp):
+    from edgeclf.preprocess import resize_image
+
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    got = resize_image(img, 32, 24)
+    want = cv2.resize(img, (24, 32), interpolation=interp).reshape(32, 24, shape[2])
+    assert got.shape == (32, 24, shape[2]) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+    assert resize_image(got, 32, 24) is got
+
+
+def test_folder_images_are_resized_like_the_runtime(tmp_path):
+    from edgeclf.data.folders import load_images
+    from edgeclf.preprocess import load_image, to_model_input
+
+    rng = np.random.default_rng(1)
+    files = [_write(tmp_path / "a" / "big.png", synthetic_image("blobs", rng, 64)),
+             _write(tmp_path / "a" / "small.png", cv2.resize(synthetic_image("hstripes", rng, 32), (20, 24)))]
+    x, _ = load_images(files, np.zeros(2, np.int32), (32, 32), 3, 0.0, "t", progress=False)
+    for img, f in zip(x, files):
+        np.testing.assert_array_equal(img, to_model_input(load_image(f), 32, 32).astype(np.uint8))
+
+
 def test_grey_channels(tmp_path):
     root = write_image_folders(tmp_path / "d", n_train=4, n_test=2)
     ds = load_dataset(DataConfig(source=str(root), val_split=0.0), channels=1, progress=False)
@@ -397,3 +426,18 @@ def test_cutout_zeros_one_square():
             assert cols[0] == 0 or cols[-1] == 31
         full_squares += zero.sum() == size * size
     assert full_squares >= 24  # most centres are away from the border (expected ~45 of 64)
+
+
+def test_write_samples_writes_decodable_labelled_pngs(tmp_path):
+    from edgeclf.data.samples import write_samples
+    from edgeclf.preprocess import load_image
+
+    root = write_image_folders(tmp_path / "d", n_train=4, n_test=3)
+    n = write_samples(str(root), tmp_path / "out", per_class=2)
+    files = sorted((tmp_path / "out").rglob("*.png"))
+    assert n == 6 and len(files) == 6 and {f.parent.name for f in files} == set(TINY_CLASSES)
+    assert load_image(files[0]).shape == (32, 32, 3)
+    assert not list((tmp_path / "out").rglob(".*"))  # no temporary files left
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        write_samples(str(root), tmp_path / "file" / "out", per_class=1)

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgeclf._io import sha256_file
 from edgeclf.cli import cli
+from edgeclf.runtime.manifest import SCHEMA_VERSION, ArtifactStatus, Precision
 
 DEFAULT_FILES = ("model_fp32.tflite", "model_fp16.tflite", "model_dynamic.tflite", "model_int8.tflite",
                  "model_fp32.onnx", "model_int8.onnx")
@@ -46,7 +48,7 @@ def pruned(tiny_model_dir, tmp_path_factory):
 
 def _test_images(model_dir):
     from edgeclf.data import load_dataset
-    from edgeclf.train import load_config
+    from edgeclf.train.config import load_config
 
     ds = load_dataset(load_config(model_dir).data, progress=False)
     return ds.x_test.astype(np.float32), ds.y_test
@@ -57,27 +59,39 @@ def test_every_artifact_written_validated_and_in_manifest(exported):
 
     d, result = exported
     m = read_manifest(d)
-    assert [a["file"] for a in m.artifacts] == list(DEFAULT_FILES)
+    assert [a.file for a in m.artifacts] == list(DEFAULT_FILES)
     assert m.input.height == 32 and m.input.channels == 3 and m.input.color_order == "RGB"
     assert m.labels == ["blobs", "hstripes", "vstripes"] and m.float_top1_acc == pytest.approx(result.float_top1_acc,
                                                                                                abs=1e-4)
     for a in m.artifacts:
-        f = d / a["file"]
-        assert f.is_file() and a["size_bytes"] == f.stat().st_size and len(a["sha256"]) == 64
-        assert 0 < a["size_gzip_bytes"] <= a["size_bytes"] + 64
-        v = a["validation"]
-        assert v["n_images"] == 90 and a["status"] == "ok"
-        assert v["top1_agreement"] >= (0.9 if a["precision"] in ("int8", "dynamic") else 0.99), a["file"]
-        assert v["acc_drop_pp"] <= 5.0 and set(a["tools"]) >= {"tensorflow", "tfmot", "tf2onnx", "onnxruntime"}
+        f = d / a.file
+        assert f.is_file() and a.size_bytes == f.stat().st_size and a.sha256 == sha256_file(f)
+        assert 0 < a.size_gzip_bytes <= a.size_bytes + 64
+        v = a.validation
+        assert v.n_images == 90 and a.status is ArtifactStatus.OK
+        assert v.top1_agreement >= (0.9 if a.precision in (Precision.INT8, Precision.DYNAMIC) else 0.99), a.file
+        assert v.acc_drop_pp <= 5.0 and set(a.tools) >= {"tensorflow", "tfmot", "tf2onnx", "onnxruntime"}
+        int8 = a.precision is Precision.INT8
+        assert (a.quantizer is not None) == int8 and (a.input_quantization is not None) == int8, a.file
+        if int8:
+            assert a.int8_weights.int8_kernel_params > 20000 and a.input_quantization.dtype == "int8"
+        elif a.precision in (Precision.FP32, Precision.FP16):
+            assert a.int8_weights.int8_kernel_params == 0
     assert not list(d.glob(".*tmp*")), "temporary files left behind"
-    sizes = {a["file"]: a["size_bytes"] for a in m.artifacts}
-    assert sizes["model_int8.tflite"] < 0.5 * sizes["model_fp32.tflite"]
+    by_file = {a.file: a for a in m.artifacts}
+    assert by_file["model_int8.tflite"].size_bytes < 0.5 * by_file["model_fp32.tflite"].size_bytes
+    # the manifest on disk is what the typed entries say
+    on_disk = json.loads((d / "manifest.json").read_text())
+    assert on_disk["schema_version"] == SCHEMA_VERSION
+    assert on_disk["artifacts"] == [a.to_dict() for a in m.artifacts]
+    assert on_disk["artifacts"][3]["precision"] == "int8" and on_disk["artifacts"][3]["status"] == "ok"
+    assert result.artifacts == m.artifacts and result.failures == {}
 
 
 @pytest.mark.parametrize("name", DEFAULT_FILES)
 def test_artifact_runs_alone_and_agrees_with_float(exported, name):
     """Each file, copied away from its manifest, runs on its runtime from its embedded metadata."""
-    from edgeclf.eval_dir import load_keras_model
+    from edgeclf.models.io import load_keras_model
     from edgeclf.runtime import load_classifier
 
     d, _ = exported
@@ -107,8 +121,8 @@ def test_int8_files_contain_int8_weights(exported):
     inits = onnx.load(str(d / "model_int8.onnx")).graph.initializer
     assert any(t.data_type == onnx.TensorProto.INT8 for t in inits)
     for name in ("model_int8.tflite", "model_int8.onnx"):
-        assert int8_weight_report(d / name)["int8_kernel_params"] > 20000
-    assert int8_weight_report(d / "model_fp32.tflite")["int8_kernel_params"] == 0
+        assert int8_weight_report(d / name).int8_kernel_params > 20000
+    assert int8_weight_report(d / "model_fp32.tflite").int8_kernel_params == 0
 
 
 def test_pruned_int8_keeps_sparsity(pruned):
@@ -119,11 +133,12 @@ def test_pruned_int8_keeps_sparsity(pruned):
     assert result.sparsity["kernel_sparsity"] >= 0.45
     assert sum(layer["zeros"] > 0 for layer in result.sparsity["layers"].values()) >= 5
     m = read_manifest(d)
-    assert {a["file"] for a in m.artifacts} == {"model_pruned50_int8.tflite", "model_pruned50_int8.onnx"}
+    assert {a.file for a in m.artifacts} == {"model_pruned50_int8.tflite", "model_pruned50_int8.onnx"}
     for a in m.artifacts:
-        counted = int8_weight_report(d / a["file"])["int8_kernel_zero_fraction"]
-        assert counted >= 0.45, (a["file"], counted)
-        assert a["sparsity"] >= 0.45 and a["validation"]["top1_agreement"] >= 0.8
+        counted = int8_weight_report(d / a.file).int8_kernel_zero_fraction
+        assert counted >= 0.45, (a.file, counted)
+        assert a.sparsity >= 0.45 and a.validation.top1_agreement >= 0.8
+        assert a.int8_weights.int8_kernel_zero_fraction == counted
 
 
 def test_accuracy_gate_fails_and_leaves_nothing(tiny_model_dir, tmp_path):
@@ -169,7 +184,7 @@ def test_bad_model_dir_one_line_error(tmp_path):
 
 
 def test_cli_import_stays_tensorflow_free():
-    code = "import sys, edgeclf.cli; assert 'tensorflow' not in sys.modules, 'TF imported'"
+    code = "import sys, edgeclf.cli, edgeclf.export; assert 'tensorflow' not in sys.modules, 'TF imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -183,6 +198,6 @@ def test_qat_int8_export(tiny_model_dir, tmp_path):
                        calibration_samples=30, allow_drop=True)
     result = export_model(d, cfg, progress=False)
     (entry,) = result.artifacts
-    assert entry["file"] == "model_qat_int8.tflite" and entry["quantization_aware"]
-    assert entry["validation"]["top1_agreement"] >= 0.8
-    assert int8_weight_report(d / "model_qat_int8.tflite")["int8_kernel_params"] > 20000
+    assert entry.file == "model_qat_int8.tflite" and entry.quantization_aware and entry.quantizer == "qat+converter"
+    assert entry.validation.top1_agreement >= 0.8
+    assert int8_weight_report(d / "model_qat_int8.tflite").int8_kernel_params > 20000

@@ -7,15 +7,18 @@ import pytest
 from conftest import MOBILENET_WEIGHTS
 
 from edgeclf._keras import keras
-from edgeclf.models import MODELS, ModelConfig, build_model
+from edgeclf.errors import ConfigError
+from edgeclf.models import MODEL_OPTIONS, MODELS, ModelConfig, Preprocessing, build_model
 from edgeclf.models import mobilenet_v2 as mnv2
 from edgeclf.models.flops import count_macs
+from edgeclf.train.config import Optimizer, TrainConfig
 
 L = keras.layers
 
 
+
 def _cfg(name: str, **kw) -> ModelConfig:
-    if name == "mobilenet_v2":
+    if "weights" in MODELS[name].options:
         kw.setdefault("weights", "none")
     return ModelConfig(name=name, **kw)
 
@@ -71,8 +74,49 @@ def test_mobilenet_v2_missing_weights_file(tmp_path):
 
 
 def test_unknown_model_name():
-    with pytest.raises(ValueError, match="unknown model 'resnet50'"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet50'; choose one of cnn, cnn-small"):
         build_model(ModelConfig(name="resnet50"), (32, 32, 3), 10)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_spec_recipe_and_tiny_config_are_valid(name):
+    spec = MODELS[name]
+    cfg = TrainConfig.from_recipe(ModelConfig(name=name, **spec.tiny), {"epochs": None, "lr": 0.5})
+    assert cfg.lr == 0.5  # a given value overrides the recipe, None keeps it
+    for key, value in spec.recipe.items():
+        if key != "lr":
+            assert getattr(cfg, key) == (Optimizer(value) if key == "optimizer" else value)
+    assert set(spec.options) <= MODEL_OPTIONS
+    assert not spec.two_phase or spec.set_base_trainable
+
+
+def test_from_recipe_refuses_unknown_fields():
+    with pytest.raises(ConfigError, match="unknown training option"):
+        TrainConfig.from_recipe(ModelConfig(name="cnn"), {"epochz": 3})
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_embedded_normalisation_matches_the_spec(name):
+    """The model's own normalisation layer computes what its spec declares, on random pixels."""
+    keras.backend.clear_session()
+    model = build_model(ModelConfig(name=name, **MODELS[name].tiny), (32, 32, 3), 3)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    got = np.asarray(model.get_layer("normalize")(x))
+    want = {Preprocessing.MINUS_ONE_TO_ONE: x / 127.5 - 1.0, Preprocessing.ZERO_TO_ONE: x / 255.0}
+    np.testing.assert_allclose(got, want[MODELS[name].preprocessing], atol=1e-6)
+    if MODELS[name].preprocessing is Preprocessing.MINUS_ONE_TO_ONE:
+        ref = keras.applications.mobilenet_v2.preprocess_input(x.copy())
+        np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_registry_and_configs_import_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeclf.models, edgeclf.train.config, edgeclf.cli.train; "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_cnn_small_has_the_reference_parameter_count():
@@ -121,9 +165,12 @@ def test_cnn_width_scales_the_stages():
     model = build_model(_cfg("cnn", width=8), (32, 32, 3), 10)
     filters = [layer.filters for layer in model.layers if isinstance(layer, L.Conv2D)]
     assert filters == [8, 16, 16, 16, 32, 64, 64, 64]
-    # the documented default (width 16) sizes: 414,074 parameters, 24.0 M MACs at 32x32x3, 10 classes
+    # the documented sizes at 32x32x3, 10 classes: width 16 414,074 parameters and 24.0 M MACs;
+    # the default width 32: 1,648,362 parameters and 95.2 M MACs
+    quarter = build_model(ModelConfig(name="cnn", width=16), (32, 32, 3), 10)
+    assert quarter.count_params() == 414_074 and count_macs(quarter) == 24_036_608
     default = build_model(ModelConfig(name="cnn"), (32, 32, 3), 10)
-    assert default.count_params() == 414_074 and count_macs(default) == 24_036_608
+    assert default.count_params() == 1_648_362 and count_macs(default) == 95_259_136
 
 
 def test_count_macs_matches_a_hand_computed_value():

@@ -33,7 +33,7 @@ def _batch(models):
 
 # -- no TensorFlow in the runtime ---------------------------------------------------------------
 def test_runtime_imports_without_tensorflow():
-    code = ("import sys, edgeclf.runtime, edgeclf._cli_runtime, edgeclf.runtime.camera, edgeclf.runtime.report, "
+    code = ("import sys, edgeclf.runtime, edgeclf.cli.runtime, edgeclf.runtime.camera, edgeclf.runtime.report, "
             "edgeclf.runtime.litert, edgeclf.runtime.ort, edgeclf.runtime.tflite_metadata; "
             "bad = [m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules]; assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=60)
@@ -118,6 +118,23 @@ def test_onnx_embedded_metadata_alone(models, tmp_path):
     shutil.copy(models.model_dir / "model_fp32.onnx", lone)
     clf = load_classifier(lone)
     assert clf.labels == LABELS and clf.input_spec.height == SIZE
+
+
+def test_newer_embedded_metadata_is_refused(models, tmp_path):
+    import onnx
+
+    from edgeclf.runtime.manifest import SCHEMA_VERSION
+
+    proto = onnx.load(str(models.model_dir / "model_fp32.onnx"))
+    (prop,) = [p for p in proto.metadata_props if p.key == "edgeclf"]
+    meta = json.loads(prop.value)
+    meta["schema_version"] = SCHEMA_VERSION + 1
+    prop.value = json.dumps(meta)
+    lone = tmp_path / "newer.onnx"
+    onnx.save(proto, str(lone))
+    with pytest.raises(ModelLoadError, match=f"schema_version {SCHEMA_VERSION + 1} is newer than this edgeclf") as exc:
+        load_classifier(lone)
+    assert str(exc.value).startswith(f"{lone}: embedded 'edgeclf' metadata")
 
 
 # -- spec resolution order -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``edgeclf predict`` / ``edgeclf webcam`` (edgeclf._cli_runtime): outputs, accuracy, one-line errors."""
+"""``edgeclf predict`` / ``edgeclf webcam`` (edgeclf.cli.runtime): outputs, accuracy, one-line errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from _runtime_fixtures import LABELS, SIZE, build_models, write_labelled_folder, write_video
 from click.testing import CliRunner
 
-from edgeclf._cli_runtime import predict_cmd, webcam_cmd
+from edgeclf.cli.runtime import predict_cmd, webcam_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,11 +103,11 @@ def test_cli_subprocess_no_tensorflow_no_traceback(models, folder, video, tmp_pa
     code = f"""
 import sys
 from click.testing import CliRunner
-from edgeclf._cli_runtime import predict_cmd, webcam_cmd
-r = CliRunner().invoke(predict_cmd, [{str(models.model_dir)!r}, {str(folder)!r}])
+from edgeclf.cli import cli  # the whole command group, as the console script loads it
+r = CliRunner().invoke(cli, ['predict', {str(models.model_dir)!r}, {str(folder)!r}])
 assert r.exit_code == 0 and 'top-1 accuracy' in r.output, r.output
-r = CliRunner().invoke(webcam_cmd, [{str(models.model_dir)!r}, '--source', {str(video)!r}, '--headless',
-                                    '--max-frames', '20', '--print-predictions'])
+r = CliRunner().invoke(cli, ['webcam', {str(models.model_dir)!r}, '--source', {str(video)!r}, '--headless',
+                             '--max-frames', '20', '--print-predictions'])
 assert r.exit_code == 0 and 'FPS' in r.output, r.output
 bad = [m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules]
 assert not bad, bad
@@ -117,8 +117,8 @@ print('OK')
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr + r.stdout
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"junk")
-    r = subprocess.run([sys.executable, "-c", "from edgeclf._cli_runtime import predict_cmd; predict_cmd()",
-                        str(junk), str(folder)], cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "edgeclf.cli", "predict", str(junk), str(folder)],
+                       cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("Error:") and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

@@ -5,8 +5,8 @@
     >>> [(r.format, r.precision, r.status.value, r.latency_ms_p50) for r in result.rows]
 
 Modules: ``config`` (BenchConfig, TimingConfig, BenchRow, Status, COLUMNS), ``runner``
-(run_bench), ``worker`` / ``_keras_worker`` (one measurement per fresh process), ``timing``,
-``testdata``, ``machine``, ``report`` (Markdown/CSV/JSON), ``plots``.
+(run_bench), ``worker`` / ``_keras_worker`` (one measurement per fresh process; what both share is
+in ``_worker_base``), ``timing``, ``testdata``, ``machine``, ``report`` (Markdown/CSV/JSON), ``plots``.
 Importing this package does not import TensorFlow.
 """
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclf.bench._worker_base import ACCURACY_CHUNK, Phase, batch_of
 from edgeclf.bench.config import TimingConfig
 from edgeclf.bench.timing import latency_stats, peak_rss_mb, throughput_stats
-from edgeclf.bench.worker import ACCURACY_CHUNK, Phase, batch_of
 
 
 def _to_probs(out: np.ndarray) -> np.ndarray:
@@ -37,7 +37,7 @@ def run_keras(spec: dict, phase: Phase) -> None:
     threads = int(spec["threads"])
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from edgeclf.eval_dir import load_keras_model
+    from edgeclf.models.io import load_keras_model
 
     model = load_keras_model(Path(spec["path"]))
     res = phase.result

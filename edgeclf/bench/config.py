@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeclf.errors import ConfigError
+from edgeclf.runtime.manifest import DEFAULT_ARTIFACTS, Format, Precision
+
 
 class Status(str, enum.Enum):
     """Outcome of one table row. Only ``OK`` rows passed everything."""
@@ -16,6 +19,17 @@ class Status(str, enum.Enum):
     LOAD_FAILED = "load failed"              # the engine cannot open the file
     RUN_FAILED = "run failed"                # opened, but inference crashed or timed out
     BELOW_MIN_ACCURACY = "below min accuracy"
+
+
+def default_expected() -> tuple[tuple[str, str], ...]:
+    """(format, kind) rows a full benchmark expects: every default artifact plus a pruned int8 file per
+    format, in table order, e.g. ``("tflite", "int8")``, ``("tflite", "pruned-int8")``."""
+    out: list[tuple[str, str]] = []
+    for fmt in dict.fromkeys(f for f, _ in DEFAULT_ARTIFACTS):
+        out += [(fmt.value, p.value) for f, p in DEFAULT_ARTIFACTS if f is fmt]
+        if (fmt, Precision.INT8) in DEFAULT_ARTIFACTS:
+            out.append((fmt.value, f"pruned-{Precision.INT8.value}"))
+    return tuple(out)
 
 
 # Every column of bench.md / bench.csv, in order. Units are in the names.
@@ -30,6 +44,8 @@ COLUMNS = (
 @dataclass(frozen=True)
 class TimingConfig:
     """How latency and throughput are measured (inside each worker process).
+
+    Raises ConfigError on construction for iteration counts < 1 or ``max_seconds < min_seconds``.
 
     Attributes:
         warmup_iters: untimed calls before timing (at least this many ...).
@@ -51,9 +67,9 @@ class TimingConfig:
 
     def __post_init__(self) -> None:
         if min(self.warmup_iters, self.min_iters, self.throughput_min_iters) < 1:
-            raise ValueError("warm-up and timed iteration counts must be >= 1")
+            raise ConfigError("warm-up and timed iteration counts must be >= 1")
         if self.max_seconds < self.min_seconds:
-            raise ValueError(f"max_seconds ({self.max_seconds}) must be >= min_seconds ({self.min_seconds})")
+            raise ConfigError(f"max_seconds ({self.max_seconds}) must be >= min_seconds ({self.min_seconds})")
 
     @classmethod
     def quick(cls) -> TimingConfig:
@@ -65,6 +81,9 @@ class TimingConfig:
 @dataclass(frozen=True)
 class BenchConfig:
     """What ``run_bench`` measures and where it writes.
+
+    Raises ConfigError on construction for threads/batch_size/test_samples < 1, min_accuracy < 0 or
+    an ``expected`` format that is not a :class:`~edgeclf.runtime.manifest.Format` value.
 
     Attributes:
         out_dir: results directory (bench.md, bench.csv, bench.json, machine.json, *.png);
@@ -79,7 +98,8 @@ class BenchConfig:
         keras: also measure the float original (model.predict and tf.function rows).
         baseline: also convert and measure the plain default-converter reference TFLite.
         expected: (format, kind) pairs that should exist; missing ones get an "export failed"
-            row. kind is a precision ("fp32", "int8", ...) or "pruned-int8".
+            row. kind is a precision ("fp32", "int8", ...) or "pruned-int8". Default:
+            :func:`default_expected`.
         timing: the timing method (see :class:`TimingConfig`).
         worker_timeout_s: a worker running longer than this is killed (row "run failed").
         seed: seed of the test subset.
@@ -94,23 +114,24 @@ class BenchConfig:
     min_accuracy: float | None = None
     keras: bool = True
     baseline: bool = True
-    expected: tuple[tuple[str, str], ...] = (
-        ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "dynamic"), ("tflite", "int8"),
-        ("tflite", "pruned-int8"), ("onnx", "fp32"), ("onnx", "int8"), ("onnx", "pruned-int8"),
-    )
+    expected: tuple[tuple[str, str], ...] = field(default_factory=default_expected)
     timing: TimingConfig = field(default_factory=TimingConfig)
     worker_timeout_s: float = 3600.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.test_samples is not None and self.test_samples < 1:
-            raise ValueError(f"test_samples must be >= 1, got {self.test_samples}")
+            raise ConfigError(f"test_samples must be >= 1, got {self.test_samples}")
         if self.min_accuracy is not None and self.min_accuracy < 0.0:
-            raise ValueError(f"min_accuracy is a top-1 fraction >= 0, got {self.min_accuracy}")
+            raise ConfigError(f"min_accuracy is a top-1 fraction >= 0, got {self.min_accuracy}")
+        formats = {f.value for f in Format}
+        for fmt, _ in self.expected:
+            if fmt not in formats:
+                raise ConfigError(f"expected format {fmt!r} is not one of {', '.join(sorted(formats))}")
 
 
 @dataclass

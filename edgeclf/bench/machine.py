@@ -1,21 +1,20 @@
 """Facts about the machine a benchmark ran on (CPU, SIMD flags, cores, library versions, load).
 
-Never imports TensorFlow: versions come from package metadata.
+Never imports TensorFlow: versions come from package metadata (:func:`edgeclf._versions.tool_versions`).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
+
+from edgeclf._versions import tool_versions
 
 # CPU flags that decide which kernels the engines can use (x86 names as in /proc/cpuinfo).
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
               "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 # ARM (Raspberry Pi) equivalents.
 ARM_FLAGS = ("neon", "asimd", "asimddp", "asimdhp", "sve", "i8mm", "bf16")
-PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert", "tensorflow", "tf-keras", "onnx", "tf2onnx",
-            "tensorflow-model-optimization", "opencv-python-headless")
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
@@ -32,13 +31,6 @@ def _cpuinfo() -> tuple[str, set[str]]:
     except OSError:
         pass
     return model, flags
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _mem_total_mb() -> float | None:
@@ -75,7 +67,7 @@ def machine_facts(threads: int) -> dict:
         "mem_total_mb": _mem_total_mb(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "versions": {p: v for p in PACKAGES if (v := _version(p)) is not None},
+        "versions": tool_versions(),
         "threads": threads,
         "load_average_start": load_average(),
     }

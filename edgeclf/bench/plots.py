@@ -1,6 +1,6 @@
 """Bench figures: top-1 accuracy vs batch-1 p50 latency, and file sizes (raw and gzipped).
 
-Uses the Agg helpers of :mod:`edgeclf.plots` (matplotlib imported lazily, PNGs written atomically).
+Uses the Agg helpers of :mod:`edgeclf._mpl` (matplotlib imported lazily, PNGs written atomically).
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclf._mpl import pyplot as _plt
+from edgeclf._mpl import save_png as _save
 from edgeclf.bench.config import BenchRow
-from edgeclf.plots import _plt, _save
 
 _COLOURS = {"tensorflow": "tab:grey", "litert": "tab:blue", "onnxruntime": "tab:orange"}
 

@@ -9,7 +9,6 @@ results into :class:`~edgeclf.bench.config.BenchRow` objects. It never imports T
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import logging
 import os
@@ -21,26 +20,28 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf._io import write_json
+from edgeclf._io import gzip_size, write_json
 from edgeclf.bench.config import BenchConfig, BenchResult, BenchRow, Status
 from edgeclf.bench.machine import load_average, machine_facts
-from edgeclf.runtime.manifest import Manifest, read_manifest
+from edgeclf.errors import DataError, one_line
+from edgeclf.runtime.loader import ENGINES
+from edgeclf.runtime.manifest import ArtifactEntry, ArtifactStatus, Format, Manifest, Precision, read_manifest
 
 log = logging.getLogger(__name__)
 
-ENGINES = {".tflite": "litert", ".onnx": "onnxruntime"}
-FORMAT_ORDER = {"tflite": 0, "onnx": 1}
-PRECISION_ORDER = {"fp32": 0, "fp16": 1, "dynamic": 2, "int8": 3}
 KERAS_PREDICT, KERAS_FUNCTION = "keras model.predict", "keras tf.function"
 BASELINE_FORMAT, BASELINE_FILE = "tflite (default converter, reference)", "baseline_default.tflite"
+DETAIL_CHARS = 300  # a row's detail is cut to this many characters
 
 
-def artifact_kind(entry: dict) -> tuple[str, str]:
+def _detail(text: str) -> str:
+    return one_line(text)[:DETAIL_CHARS]
+
+
+def artifact_kind(entry: ArtifactEntry) -> tuple[str, str]:
     """(format, kind) of a manifest entry; kind is its precision, prefixed ``pruned-`` if sparse."""
-    fmt = str(entry.get("format") or Path(entry.get("file", "")).suffix.lstrip(".")).lower()
-    precision = str(entry.get("precision") or "unknown").lower()
-    sparse = float(entry.get("sparsity") or 0.0) > 0.0
-    return fmt, (f"pruned-{precision}" if sparse else precision)
+    precision = entry.precision.value
+    return entry.format.value, (f"pruned-{precision}" if entry.sparsity > 0.0 else precision)
 
 
 def _expected_file(fmt: str, kind: str) -> str:
@@ -48,31 +49,20 @@ def _expected_file(fmt: str, kind: str) -> str:
     return f"model_{stem}.{fmt}"
 
 
-def _manifest_problem(entry: dict, model_dir: Path) -> tuple[Status, str] | None:
-    """A failure the manifest itself records for ``entry``, or a listed file that is gone."""
-    status = str(entry.get("status", "")).lower()
-    error = str(entry.get("error") or entry.get("detail") or "").strip()
-    if status == "failed" or ("export" in status and "fail" in status):
-        return Status.EXPORT_FAILED, error or "the manifest records a failed export"
-    if not (model_dir / str(entry.get("file", ""))).is_file():
+def _manifest_problem(entry: ArtifactEntry, model_dir: Path) -> tuple[Status, str] | None:
+    """A listed file that is gone, or the export-time validation failure the manifest records."""
+    if not (model_dir / entry.file).is_file():
         return Status.EXPORT_FAILED, "listed in manifest.json but the file is missing"
-    val = entry.get("validation") or {}
-    if ("fail" in status or val.get("passed") is False or val.get("ok") is False
-            or "fail" in str(val.get("status", "")).lower()):
-        facts = (f"acc_drop_pp {val['acc_drop_pp']} on {val.get('n_images', '?')} images"
-                 if "acc_drop_pp" in val else str(val.get("error") or val.get("reason") or "no reason given"))
-        return Status.VALIDATION_FAILED, f"export-time validation failed: {error or facts} (measured anyway)"
+    if entry.status is ArtifactStatus.VALIDATION_FAILED:
+        v = entry.validation
+        facts = f"acc_drop_pp {v.acc_drop_pp} on {v.n_images} images" if v else "no validation recorded"
+        return Status.VALIDATION_FAILED, f"export-time validation failed: {facts} (measured anyway)"
     return None
 
 
 def file_sizes(path: Path) -> tuple[int, int]:
     """(size_bytes, size_gzip_bytes at compresslevel 9) of a file."""
-    data = path.read_bytes()
-    return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())[:300]
+    return path.stat().st_size, gzip_size(path)
 
 
 class _Workers:
@@ -130,7 +120,7 @@ def _fill(row: BenchRow, result: dict, probs: np.ndarray | None, y: np.ndarray) 
     if not result.get("ok"):
         early = result.get("phase") in ("start", "load")
         row.status = Status.LOAD_FAILED if early else Status.RUN_FAILED
-        row.detail = _one_line(result.get("error", "failed"))
+        row.detail = _detail(result.get("error", "failed"))
         return None
     lat, thr = result.get("latency", {}), result.get("throughput", {})
     row.latency_ms_p50, row.latency_ms_p95 = lat.get("latency_ms_p50"), lat.get("latency_ms_p95")
@@ -151,12 +141,11 @@ def _fill(row: BenchRow, result: dict, probs: np.ndarray | None, y: np.ndarray) 
     return pred
 
 
-def _plan(manifest: Manifest, model_dir: Path, cfg: BenchConfig) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Runnable manifest entries in table order, and the expected (format, kind) pairs missing."""
-    entries = [e for e in manifest.artifacts if Path(str(e.get("file", ""))).suffix in ENGINES
-               or str(e.get("format", "")).lower() in FORMAT_ORDER]
-    entries.sort(key=lambda e: (FORMAT_ORDER.get(artifact_kind(e)[0], 9), float(e.get("sparsity") or 0.0),
-                                PRECISION_ORDER.get(str(e.get("precision")), 9), str(e.get("file"))))
+def _plan(manifest: Manifest, cfg: BenchConfig) -> tuple[list[ArtifactEntry], list[tuple[str, str]]]:
+    """Manifest entries in table order (format, sparsity, precision, file), and the expected
+    (format, kind) pairs that are missing."""
+    entries = sorted(manifest.artifacts, key=lambda e: (list(Format).index(e.format), e.sparsity,
+                                                        list(Precision).index(e.precision), e.file))
     have = {artifact_kind(e) for e in entries}
     return entries, [fk for fk in cfg.expected if fk not in have]
 
@@ -175,8 +164,9 @@ def run_bench(model_dir: str | Path, cfg: BenchConfig, progress: bool = True) ->
 
     Raises:
         edgeclf.runtime.ManifestError: no or malformed manifest.json.
-        edgeclf.data.DataError / ValueError: the test data can't be loaded or its classes
-            differ from the manifest's labels.
+        edgeclf.data.DataError: the test data can't be loaded or its classes differ from the
+            manifest's labels.
+        edgeclf.errors.ConfigError: config.json is malformed, or neither it nor ``cfg.data`` names data.
     """
     from edgeclf.bench.report import write_reports
     from edgeclf.bench.testdata import data_config, load_test_split
@@ -189,7 +179,7 @@ def run_bench(model_dir: str | Path, cfg: BenchConfig, progress: bool = True) ->
     dcfg = data_config(model_dir, cfg.data, (spec.height, spec.width))
     x, y, classes = load_test_split(dcfg, spec.channels, cfg.test_samples, cfg.seed, progress)
     if list(classes) != list(manifest.labels):
-        raise ValueError(f"{dcfg.source}: test classes {classes} differ from the model's labels {manifest.labels}")
+        raise DataError(f"{dcfg.source}: test classes {classes} differ from the model's labels {manifest.labels}")
     machine = machine_facts(cfg.threads)
     temp = cfg.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="edgeclf-bench-")) if temp else Path(cfg.work_dir)
@@ -225,7 +215,7 @@ def _measure_all(model_dir: Path, manifest: Manifest, cfg: BenchConfig, workers:
             preds[id(row)] = pred
         rows.append(row)
 
-    entries, missing = _plan(manifest, model_dir, cfg)
+    entries, missing = _plan(manifest, cfg)
     log.info("bench: %d artifacts, %d expected but missing, %d reference rows, %d test images",
              len(entries), len(missing), total, len(y))
     if cfg.keras:
@@ -245,24 +235,23 @@ def _measure_all(model_dir: Path, manifest: Manifest, cfg: BenchConfig, workers:
         if conv.get("ok"):
             measure(base, "runtime", out, True)
         else:
-            base.status, base.detail = Status.EXPORT_FAILED, _one_line(conv.get("error", "conversion failed"))
+            base.status, base.detail = Status.EXPORT_FAILED, _detail(conv.get("error", "conversion failed"))
             rows.append(base)
     for entry in entries:
         fmt, _ = artifact_kind(entry)
-        file = str(entry.get("file", ""))
-        row = BenchRow(fmt, str(entry.get("precision") or "unknown") + (
-            f" sparsity {float(entry['sparsity']):.0%}" if float(entry.get("sparsity") or 0) > 0 else ""),
-            file, ENGINES.get(Path(file).suffix, "?"), threads=cfg.threads, batch_size=cfg.batch_size)
+        sparse = f" sparsity {entry.sparsity:.0%}" if entry.sparsity > 0 else ""
+        row = BenchRow(fmt, entry.precision.value + sparse, entry.file, ENGINES[entry.format], threads=cfg.threads,
+                       batch_size=cfg.batch_size)
         problem = _manifest_problem(entry, model_dir)
         if problem and problem[0] is Status.EXPORT_FAILED:
             row.status, row.detail = problem
             rows.append(row)
             continue
-        measure(row, "runtime", model_dir / file, True)
+        measure(row, "runtime", model_dir / entry.file, True)
         if problem and row.status is Status.OK:
             row.status, row.detail = problem
     for fmt, kind in missing:
-        rows.append(BenchRow(fmt, kind, _expected_file(fmt, kind), ENGINES.get(f".{fmt}", "?"), threads=cfg.threads,
+        rows.append(BenchRow(fmt, kind, _expected_file(fmt, kind), ENGINES[Format(fmt)], threads=cfg.threads,
                              status=Status.EXPORT_FAILED, detail="expected but not in manifest.json (not exported)"))
     _compare(rows, preds, cfg)
     return rows
@@ -289,5 +278,5 @@ def _compare(rows: list[BenchRow], preds: dict[int, np.ndarray], cfg: BenchConfi
         if (cfg.min_accuracy is not None and row.top1_acc is not None and row.top1_acc < cfg.min_accuracy
                 and row.status in (Status.OK, Status.VALIDATION_FAILED)):
             row.status = Status.BELOW_MIN_ACCURACY
-            row.detail = _one_line(f"top1_acc {row.top1_acc:.4f} < min accuracy {cfg.min_accuracy:.4f}"
+            row.detail = _detail(f"top1_acc {row.top1_acc:.4f} < min accuracy {cfg.min_accuracy:.4f}"
                                    + (f"; {row.detail}" if row.detail else ""))

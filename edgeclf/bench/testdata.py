@@ -5,7 +5,6 @@ No TensorFlow unless the source is a built-in dataset loaded through Keras (``ci
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import numpy as np
 
 from edgeclf.data.config import DataConfig
 from edgeclf.data.dataset import stratified_subset
+from edgeclf.errors import ConfigError
+from edgeclf.train.config import load_config
 
 
 def data_config(model_dir: Path, source: str | None, size: tuple[int, int]) -> DataConfig:
@@ -20,16 +21,12 @@ def data_config(model_dir: Path, source: str | None, size: tuple[int, int]) -> D
     its source, the given (height, width) and no ``limit``.
 
     Raises:
-        ValueError: config.json exists but is malformed, or neither it nor ``source`` names data.
+        ConfigError: config.json exists but is malformed, or neither it nor ``source`` names data.
     """
-    path = Path(model_dir) / "config.json"
-    if path.is_file():
-        try:
-            cfg = DataConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["data"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: malformed config ({exc})") from None
+    if (Path(model_dir) / "config.json").is_file():
+        cfg = load_config(model_dir).data  # ConfigError naming the file when malformed
     elif source is None:
-        raise ValueError(f"{model_dir}: no config.json to find the test data; pass --data")
+        raise ConfigError(f"{model_dir}: no config.json to find the test data; pass --data")
     else:
         cfg = DataConfig()
     return replace(cfg, source=source or cfg.source, image_size=tuple(size), limit=None)

@@ -26,62 +26,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 
-from edgeclf._io import write_json
+from edgeclf.bench._worker_base import ACCURACY_CHUNK, Phase, batch_of
 from edgeclf.bench.config import TimingConfig
 from edgeclf.bench.timing import latency_stats, peak_rss_mb, throughput_stats
 
-ACCURACY_CHUNK = 256  # images per call in the accuracy pass
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (engine errors are often multi-line)."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def batch_of(images: np.ndarray, n: int) -> np.ndarray:
-    """float32 (n, H, W, C): the first n images (repeated if fewer), pixel values 0..255."""
-    reps = -(-n // len(images))
-    return np.ascontiguousarray(np.concatenate([images[:n]] * reps)[:n], dtype=np.float32)
-
-
-class Phase:
-    """Tracks the current phase and rewrites the result JSON at each step."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.result = path, {"ok": False, "phase": "start"}
-
-    def enter(self, name: str) -> None:
-        self.result["phase"] = name
-        write_json(self.path, self.result)
-
-    def finish(self) -> None:
-        self.result.update(ok=True, phase="done")
-        write_json(self.path, self.result)
-
-    def fail(self, exc: BaseException) -> None:
-        self.result.update(ok=False, error=one_line(exc), traceback=traceback.format_exc(limit=8))
-        write_json(self.path, self.result)
-
 
 def _open_runtime(spec: dict):
+    """The artifact ``spec["path"]`` opened on its engine (:func:`edgeclf.runtime.open_engine`) and bound."""
+    from edgeclf.runtime.loader import open_engine
     from edgeclf.runtime.manifest import InputSpec
 
-    path = Path(spec["path"])
-    if path.suffix == ".tflite":
-        from edgeclf.runtime.litert import LiteRTClassifier
-
-        clf = LiteRTClassifier(path, threads=spec["threads"])
-    else:
-        from edgeclf.runtime.ort import OrtClassifier
-
-        clf = OrtClassifier(path, threads=spec["threads"])
-    return clf.bind(InputSpec.from_dict(spec["input"]), list(spec["labels"]), spec.get("precision"))
+    clf = open_engine(Path(spec["path"]), threads=spec["threads"])
+    return clf.bind(InputSpec.from_dict(spec["input"]), list(spec["labels"]), spec["precision"])
 
 
 def run_runtime(spec: dict, phase: Phase) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from edgeclf.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -26,9 +28,9 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if self.translate_px < 0 or self.rotate_deg < 0 or self.zoom < 0 or self.cutout_px < 0:
-            raise ValueError("augmentation amounts must be >= 0")
+            raise ConfigError("augmentation amounts must be >= 0")
         if self.zoom >= 1:
-            raise ValueError(f"zoom must be < 1, got {self.zoom}")
+            raise ConfigError(f"zoom must be < 1, got {self.zoom}")
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,11 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_split < 0.9:
-            raise ValueError(f"val_split must be in [0, 0.9), got {self.val_split}")
+            raise ConfigError(f"val_split must be in [0, 0.9), got {self.val_split}")
         if self.limit is not None and self.limit < 10:
-            raise ValueError(f"limit must be >= 10 images, got {self.limit}")
+            raise ConfigError(f"limit must be >= 10 images, got {self.limit}")
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 8):
-            raise ValueError(f"image_size must be (height, width) >= 8 px, got {self.image_size}")
+            raise ConfigError(f"image_size must be (height, width) >= 8 px, got {self.image_size}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -69,7 +71,7 @@ class DataConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DataConfig":
+    def from_dict(cls, d: dict) -> DataConfig:
         d = dict(d)
         if d.get("image_size"):
             d["image_size"] = tuple(d["image_size"])

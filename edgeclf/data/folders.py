@@ -17,15 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeclf.preprocess import IMAGE_EXTENSIONS, ImageError, load_image
+from edgeclf.errors import DataError  # noqa: F401  (re-exported)
+from edgeclf.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, resize_image
 
 log = logging.getLogger(__name__)
 
 TEST_SPLIT_NAMES = ("test", "val", "valid", "validation")
-
-
-class DataError(ValueError):
-    """The data is missing or unusable. The message names the directory or file and the problem."""
 
 
 def list_class_files(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
@@ -75,12 +72,7 @@ def _decode(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarra
     resized = img.shape[:2] != size
     if channels == 1:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None]
-    if img.shape[:2] != size:
-        interp = cv2.INTER_AREA if img.shape[0] >= size[0] and img.shape[1] >= size[1] else cv2.INTER_LINEAR
-        img = cv2.resize(img, (size[1], size[0]), interpolation=interp)
-        if img.ndim == 2:
-            img = img[:, :, None]
-    return img, resized
+    return resize_image(img, size[0], size[1]), resized
 
 
 def probe_size(files: list[Path], sample: int = 64) -> tuple[int, int]:

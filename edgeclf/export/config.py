@@ -1,6 +1,8 @@
 """``ExportConfig``: what ``edgeclf export`` makes, validated once (no TensorFlow here).
 
-Contradictory options are refused with a one-line ``ValueError``; nothing is silently rewritten.
+Contradictory options are refused with a one-line :class:`~edgeclf.errors.ConfigError`; nothing is
+silently rewritten. ``Format`` and ``Precision`` live in :mod:`edgeclf.runtime.manifest` (the runtime
+reads them too) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -9,24 +11,11 @@ import enum
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from edgeclf.errors import ConfigError
+from edgeclf.runtime.manifest import DEFAULT_ARTIFACTS, Format, Precision
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
-
-
-class Format(str, enum.Enum):
-    """Artifact file format."""
-
-    TFLITE = "tflite"
-    ONNX = "onnx"
-
-
-class Precision(str, enum.Enum):
-    """Numeric precision of an artifact. ``none`` on the command line means FP32."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"          # float16 weights, float32 compute/I-O (TFLite only)
-    DYNAMIC = "dynamic"    # int8 weights, float activations quantized on the fly (TFLite only)
-    INT8 = "int8"          # full-integer: int8 weights and activations (TFLite: int8 I/O)
 
 
 class TfliteInt8Quantizer(str, enum.Enum):
@@ -43,47 +32,49 @@ class OnnxInt8Path(str, enum.Enum):
     FROM_TFLITE = "from-tflite"  # tf2onnx conversion of the int8 TFLite file, int8 I/O
 
 
-#: (format, precision) pairs that have an exporter (the registry in registry.py implements exactly these).
-SUPPORTED: frozenset[tuple[Format, Precision]] = frozenset({
-    (Format.TFLITE, Precision.FP32), (Format.TFLITE, Precision.FP16), (Format.TFLITE, Precision.DYNAMIC),
-    (Format.TFLITE, Precision.INT8), (Format.ONNX, Precision.FP32), (Format.ONNX, Precision.INT8),
-})
+#: (format, precision) pairs that have an exporter (the registry in registry.py implements exactly
+#: these). Today every supported pair is also made by default.
+SUPPORTED: frozenset[tuple[Format, Precision]] = frozenset(DEFAULT_ARTIFACTS)
+
+#: Formats written when none are asked for (``--formats`` default), in table order.
+DEFAULT_FORMATS: tuple[Format, ...] = tuple(dict.fromkeys(f for f, _ in DEFAULT_ARTIFACTS))
 
 #: Precisions made when none are asked for, per format.
 DEFAULT_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
-    Format.TFLITE: (Precision.FP32, Precision.FP16, Precision.DYNAMIC, Precision.INT8),
-    Format.ONNX: (Precision.FP32, Precision.INT8),
+    fmt: tuple(p for f, p in DEFAULT_ARTIFACTS if f is fmt) for fmt in DEFAULT_FORMATS
 }
 
 
 def _parse_choices(text: str, enum, flag: str, choices: str, aliases: dict[str, str]) -> tuple:
-    """Comma list -> de-duplicated tuple of ``enum`` members, in order. Raises ValueError naming ``flag``."""
+    """Comma list -> de-duplicated tuple of ``enum`` members, in order. Raises ConfigError naming ``flag``."""
     out: list = []
     for part in (p.strip().lower() for p in text.split(",") if p.strip()):
         try:
             member = enum(aliases.get(part, part))
         except ValueError:
-            raise ValueError(f"{flag}: unknown value {part!r} (choose from {choices})") from None
+            raise ConfigError(f"{flag}: unknown value {part!r} (choose from {choices})") from None
         if member not in out:
             out.append(member)
     if not out:
-        raise ValueError(f"{flag}: empty list")
+        raise ConfigError(f"{flag}: empty list")
     return tuple(out)
 
 
 def parse_precisions(text: str) -> tuple[Precision, ...]:
-    """``"none,int8"`` -> (FP32, INT8). ``none``/``fp32`` both mean FP32. Raises ValueError on unknown names."""
+    """``"none,int8"`` -> (FP32, INT8). ``none``/``fp32`` both mean FP32. Raises ConfigError on unknown names."""
     return _parse_choices(text, Precision, "--quantize", "none, fp16, dynamic, int8", {"none": "fp32"})
 
 
 def parse_formats(text: str) -> tuple[Format, ...]:
-    """``"tflite,onnx"`` -> (TFLITE, ONNX). Raises ValueError on unknown names."""
+    """``"tflite,onnx"`` -> (TFLITE, ONNX). Raises ConfigError on unknown names."""
     return _parse_choices(text, Format, "--formats", "tflite, onnx", {})
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     """Everything ``export_model`` needs besides the model directory.
+
+    Raises ConfigError on construction if a value is out of range or options contradict each other.
 
     Attributes:
         formats: artifact formats to write.
@@ -106,7 +97,7 @@ class ExportConfig:
         seed: seed for sampling and fine-tuning.
     """
 
-    formats: tuple[Format, ...] = (Format.TFLITE, Format.ONNX)
+    formats: tuple[Format, ...] = DEFAULT_FORMATS
     precisions: tuple[Precision, ...] | None = None
     prune_sparsity: float = 0.0
     prune_epochs: int = 2
@@ -124,27 +115,27 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if not self.formats:
-            raise ValueError("no export format given")
+            raise ConfigError("no export format given")
         if not 0.0 <= self.prune_sparsity < 1.0:
-            raise ValueError(f"--prune must be in [0, 1), got {self.prune_sparsity}")
+            raise ConfigError(f"--prune must be in [0, 1), got {self.prune_sparsity}")
         if self.prune_sparsity and self.prune_epochs < 1:
-            raise ValueError("--prune needs --prune-epochs >= 1 (pruning happens during fine-tuning)")
+            raise ConfigError("--prune needs --prune-epochs >= 1 (pruning happens during fine-tuning)")
         if self.calibration_samples < 1:
-            raise ValueError(f"--calibration-samples must be >= 1, got {self.calibration_samples}")
+            raise ConfigError(f"--calibration-samples must be >= 1, got {self.calibration_samples}")
         if self.val_samples is not None and self.val_samples < 1:
-            raise ValueError(f"--val-samples must be >= 1, got {self.val_samples}")
+            raise ConfigError(f"--val-samples must be >= 1, got {self.val_samples}")
         if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if self.qat and Precision.INT8 not in self.resolved_precisions():
-            raise ValueError("--qat trains for int8 but int8 is not among the --quantize precisions "
+            raise ConfigError("--qat trains for int8 but int8 is not among the --quantize precisions "
                              "(contradictory options: add int8 or drop --qat)")
         if self.qat and self.qat_epochs < 1:
-            raise ValueError("--qat needs --qat-epochs >= 1")
+            raise ConfigError("--qat needs --qat-epochs >= 1")
         if self.precisions is not None:
             for p in self.precisions:
                 if not any((f, p) in SUPPORTED for f in self.formats):
                     names = ", ".join(f.value for f in self.formats)
-                    raise ValueError(f"precision {p.value} is not supported by the chosen format(s) {names}")
+                    raise ConfigError(f"precision {p.value} is not supported by the chosen format(s) {names}")
 
     def resolved_precisions(self) -> tuple[Precision, ...]:
         """The precisions asked for, or the union of the defaults of the chosen formats."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeclf._keras import keras, tf
+from edgeclf._keras import keras
+from edgeclf.errors import ExportError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def _wrap_for_pruning(model, schedule):
 
     wrapped = keras.models.clone_model(model, clone_function=clone)
     if not first["wrapped"]:
-        raise ValueError(f"model '{model.name}' has no Conv2D/Dense layer to prune")
+        raise ExportError(f"model '{model.name}' has no Conv2D/Dense layer to prune")
     return wrapped
 
 
@@ -153,22 +154,17 @@ class FineTune:
 
 
 def fine_tune(model, ft: FineTune, epochs: int, callbacks: list) -> None:
-    """Fine-tune ``model`` in place for ``epochs`` epochs with the model's cross-entropy loss and optimizer.
-
-    Batches come from :func:`edgeclf.data.pipeline.make_dataset` (shuffled, augmented as in training).
+    """Fine-tune ``model`` in place for ``epochs`` epochs through the training's own
+    :func:`edgeclf.train.fit.fit`: cross-entropy with the training label smoothing, the training
+    optimizer kind, peak ``ft.lr`` cosine-decayed to 0, no weight decay, batches shuffled and
+    augmented as in training.
     """
-    from edgeclf.data.pipeline import make_dataset
+    from edgeclf.train.config import Optimizer
+    from edgeclf.train.fit import FitPlan, fit
 
-    n = ft.num_classes
-    ds = make_dataset(ft.x_train, ft.y_train, ft.batch_size, True, ft.augment, ft.seed).map(
-        lambda x, y: (x, tf.one_hot(y, n)))
-    schedule = keras.optimizers.schedules.CosineDecay(ft.lr, max(1, ft.steps(epochs)))
-    opt = (keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True) if ft.optimizer == "sgd"
-           else keras.optimizers.Adam(schedule))
-    model.compile(optimizer=opt,
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=ft.label_smoothing),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    model.fit(ds, epochs=epochs, callbacks=callbacks, verbose=2 if log.isEnabledFor(logging.INFO) else 0)
+    plan = FitPlan(optimizer=Optimizer(ft.optimizer), lr=ft.lr, batch_size=ft.batch_size,
+                   label_smoothing=ft.label_smoothing, augment=ft.augment, seed=ft.seed)
+    fit(model, ft.x_train, ft.y_train, ft.num_classes, plan, epochs, callbacks)
 
 
 def prune_model(model, ft: FineTune, sparsity: float, epochs: int) -> tuple[object, SparsityReport]:
@@ -178,7 +174,7 @@ def prune_model(model, ft: FineTune, sparsity: float, epochs: int) -> tuple[obje
     ``model``'s layers are reused (its weights change): pass a fresh copy.
 
     Raises:
-        ValueError: the model has no prunable layer.
+        ExportError: the model has no prunable layer.
     """
     tfmot = _tfmot()
     steps = ft.steps(epochs)

@@ -13,6 +13,7 @@ https://www.tensorflow.org/model_optimization/guide/combine/pqat_example
 from __future__ import annotations
 
 from edgeclf._keras import keras
+from edgeclf.errors import ConfigError
 from edgeclf.export.prune import FineTune, _tfmot, fine_tune
 
 
@@ -45,12 +46,12 @@ def quantize_aware(model, ft: FineTune, epochs: int, preserve_sparsity: bool):
     """Wrap ``model`` for QAT, fine-tune ``epochs`` epochs, return the QAT model (convert with the TFLite converter).
 
     Raises:
-        ValueError: the model nests another model (tfmot QAT cannot handle it).
+        ConfigError: the model nests another model (tfmot QAT cannot handle it).
     """
     tfmot = _tfmot()
     qk = tfmot.quantization.keras
     if any(isinstance(layer, keras.Model) for layer in model.layers):
-        raise ValueError(f"--qat: model '{model.name}' contains a nested model, which tfmot QAT does not support "
+        raise ConfigError(f"--qat: model '{model.name}' contains a nested model, which tfmot QAT does not support "
                          "(use post-training int8 without --qat)")
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from edgeclf.errors import ConfigError
 from edgeclf.export import onnx as onnx_export
 from edgeclf.export import tflite as tflite_export
 from edgeclf.export.config import SUPPORTED, ExportJob, Format, Precision
@@ -23,8 +24,8 @@ assert set(EXPORTERS) == set(SUPPORTED), "registry and config.SUPPORTED disagree
 
 
 def exporter(fmt: Format, precision: Precision) -> Exporter:
-    """The exporter for a pair. Raises ValueError for an unsupported pair."""
+    """The exporter for a pair. Raises ConfigError for an unsupported pair."""
     try:
         return EXPORTERS[(fmt, precision)]
     except KeyError:
-        raise ValueError(f"no {precision.value} exporter for {fmt.value}") from None
+        raise ConfigError(f"no {precision.value} exporter for {fmt.value}") from None

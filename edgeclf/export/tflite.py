@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgeclf.errors import ExportError
 from edgeclf.export.config import ExportJob, Precision, TfliteInt8Quantizer
 from edgeclf.export.quantize import aeq_int8, convert_keras
 from edgeclf.runtime.manifest import METADATA_KEY
@@ -33,7 +34,7 @@ def convert(model, job: ExportJob) -> bytes:
         data = aeq_int8(add_metadata(convert_keras(model, Precision.FP32, None), METADATA_KEY, meta),
                         job.representative)
         if read_metadata(data, METADATA_KEY) != meta:
-            raise RuntimeError("ai_edge_quantizer dropped the embedded edgeclf metadata")
+            raise ExportError("ai_edge_quantizer dropped the embedded edgeclf metadata")
         return data
     return add_metadata(convert_keras(model, job.precision, job.representative, job.quantization_aware),
                         METADATA_KEY, meta)
@@ -43,7 +44,9 @@ def export(model, out_path: Path, job: ExportJob) -> Path:
     """Convert ``model`` at ``job.precision`` with ``job.metadata`` embedded, write ``out_path``; returns it.
 
     Raises:
-        ValueError / RuntimeError from the converter (unsupported ops), one line in its message head.
+        ExportError: ai_edge_quantizer lost the embedded metadata. Converter failures (unsupported
+            ops) propagate as the converter raises them: a model from the registry converts, so
+            they are bugs.
     """
     data = convert(model, job)
     out_path = Path(out_path)

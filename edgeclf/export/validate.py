@@ -1,46 +1,20 @@
 """Validate an exported file exactly as it will run: through ``edgeclf.runtime.load_classifier``.
 
-Compares it on held-out test images with the float Keras model and applies the accuracy gate.
-TF-free.
+Compares it on held-out test images with the float Keras model (:class:`Validation`, a manifest
+record) and applies the accuracy gate. TF-free.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgeclf.errors import AccuracyGateError  # noqa: F401  (re-exported)
 from edgeclf.metrics import top1_accuracy
+from edgeclf.runtime.manifest import Validation
 
 BATCH = 256
-
-
-class AccuracyGateError(RuntimeError):
-    """One or more artifacts lost more accuracy than allowed. ``result`` is the partial ExportResult."""
-
-    def __init__(self, message: str, result=None) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-@dataclass(frozen=True)
-class Validation:
-    """An artifact measured on ``n_images`` test images against the float model.
-
-    ``top1_acc`` fraction; ``acc_drop_pp`` = (float top-1 - artifact top-1) x 100, percentage points
-    (positive = worse); ``top1_agreement`` fraction of images with the same arg-max as the float
-    model; ``max_abs_prob_diff`` largest |p_artifact - p_float| over all images and classes.
-    """
-
-    top1_acc: float
-    acc_drop_pp: float
-    top1_agreement: float
-    max_abs_prob_diff: float
-    n_images: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def predict_file(path: Path, images: np.ndarray, progress: bool = False) -> np.ndarray:

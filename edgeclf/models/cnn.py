@@ -1,7 +1,7 @@
 """``cnn``: a small residual CNN for 32x32 inputs, built for accuracy per FLOP and clean int8 export.
 
 Architecture: the ResNet-9 of Page (2018), "How to train your ResNet" (DAWNBench CIFAR-10), at
-a quarter of its width by default (``width`` 16: 16/32/64/128 channels instead of 64/128/256/512):
+half of its width by default (``width`` 32: 32/64/128/256 channels instead of 64/128/256/512):
 
     prep conv(w) -> conv(2w) + maxpool -> residual[conv(2w), conv(2w)]
     -> conv(4w) + maxpool -> conv(8w) + maxpool -> residual[conv(8w), conv(8w)]
@@ -9,8 +9,10 @@ a quarter of its width by default (``width`` 16: 16/32/64/128 channels instead o
 
 Every conv is Conv(no bias) -> BatchNorm -> ReLU, so BatchNorm folds into the convolution in both
 TFLite and ONNX and the int8 graph is integer end to end (the ``cnn-small`` reference puts BN after
-ReLU, which cannot fold). At 32x32x3 with 10 classes: width 16 (default) 414 k parameters,
-24 M MACs per image; width 32 (half) 1.65 M parameters, 95 M MACs per image.
+ReLU, which cannot fold). At 32x32x3 with 10 classes: width 32 (default) 1.65 M parameters,
+95 M MACs per image; width 16 (quarter, round 1's default) 414 k parameters, 24 M MACs per image.
+Measured training throughput at width 32, batch 512, float32 on a 2-core AMD EPYC (Zen 4,
+AVX-512/VNNI/BF16): ~340 img/s in a synthetic loop; ``mixed_bfloat16`` gave ~400 img/s (+18 %).
 """
 
 from __future__ import annotations

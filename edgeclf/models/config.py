@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from edgeclf.errors import ConfigError
+from edgeclf.models.registry import get_spec
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -20,7 +23,7 @@ class ModelConfig:
     """
 
     name: str = "cnn"
-    width: int = 16
+    width: int = 32
     dropout: float = 0.2
     alpha: float = 1.0
     img_size: int = 96
@@ -28,11 +31,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        get_spec(self.name)  # raises ConfigError for an unknown model
         if self.width < 4:
-            raise ValueError(f"width must be >= 4, got {self.width}")
+            raise ConfigError(f"width must be >= 4, got {self.width}")
         if self.img_size < 32:
-            raise ValueError(f"img_size must be >= 32, got {self.img_size}")
+            raise ConfigError(f"img_size must be >= 32, got {self.img_size}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,15 +16,12 @@ import logging
 from pathlib import Path
 
 from edgeclf._keras import keras
+from edgeclf.errors import WeightsError  # noqa: F401  (re-exported)
 from edgeclf.models._head import classifier_head
 from edgeclf.models.config import ModelConfig
 
 L = keras.layers
 log = logging.getLogger(__name__)
-
-
-class WeightsError(ValueError):
-    """The requested ImageNet weights could not be loaded. The message says what to do."""
 
 
 def _weights_arg(weights: str) -> str | None:

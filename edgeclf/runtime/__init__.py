@@ -9,18 +9,33 @@ format is opened.
 """
 
 from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo, top_k_indices
-from edgeclf.runtime.loader import choose_artifact, load_classifier, read_labels
-from edgeclf.runtime.manifest import InputSpec, Manifest, ManifestError, read_manifest
+from edgeclf.runtime.loader import ENGINES, choose_artifact, load_classifier, open_engine, read_labels
+from edgeclf.runtime.manifest import (
+    ArtifactEntry,
+    ArtifactStatus,
+    Format,
+    InputSpec,
+    Manifest,
+    ManifestError,
+    Precision,
+    read_manifest,
+)
 
 __all__ = [
+    "ENGINES",
+    "ArtifactEntry",
+    "ArtifactStatus",
     "Classifier",
+    "Format",
     "InputSpec",
     "Manifest",
     "ManifestError",
     "ModelLoadError",
+    "Precision",
     "TensorInfo",
     "choose_artifact",
     "load_classifier",
+    "open_engine",
     "read_labels",
     "read_manifest",
     "top_k_indices",

@@ -23,16 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclf.errors import ModelLoadError  # noqa: F401  (re-exported)
 from edgeclf.runtime.manifest import InputSpec
 
 QUANTIZED_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
-
-
-class ModelLoadError(RuntimeError):
-    """A model file is missing, corrupt, of an unknown format, or lacks what the runtime needs.
-
-    The message is one line and names the file.
-    """
 
 
 @dataclass(frozen=True)
@@ -120,7 +114,7 @@ class Classifier(abc.ABC):
         """Run the engine on ``x`` (already in the model's input dtype, shape (n, H, W, C) with n
         allowed by :attr:`TensorInfo.fixed_batch`) and return the raw first output, (n, C)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release engine resources (optional; garbage collection does it too)."""
 
     # -- validation shared by backends ---------------------------------------------------------

@@ -32,6 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeclf.errors import CameraError, ConfigError, one_line
+from edgeclf.preprocess import resize_image
 from edgeclf.runtime.base import Classifier
 from edgeclf.runtime.camera_stats import CameraStats, StageTimes
 from edgeclf.runtime.video import (
@@ -46,10 +48,6 @@ from edgeclf.runtime.video import (
 MAX_BACKOFF_S = 8.0
 
 
-class CameraError(RuntimeError):
-    """The source cannot be opened, or the video cannot be saved. The message is one line."""
-
-
 @dataclass(frozen=True)
 class CameraConfig:
     """What to run the camera loop on and how.
@@ -62,6 +60,9 @@ class CameraConfig:
         read_timeout_s: a source that delivers no frame for this long is stalled, s.
         reconnects: reopen attempts in a row for a lost live source (0 = none).
         backoff_s: delay before the first reopen, doubled per attempt (capped at 8 s), s.
+
+    Raises:
+        ConfigError: ``max_frames`` < 1, ``read_timeout_s`` <= 0 or ``reconnects`` < 0.
     """
 
     source: int | str = 0
@@ -74,11 +75,11 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+            raise ConfigError(f"max_frames must be >= 1, got {self.max_frames}")
         if self.read_timeout_s <= 0:
-            raise ValueError(f"read timeout must be > 0 s, got {self.read_timeout_s}")
+            raise ConfigError(f"read timeout must be > 0 s, got {self.read_timeout_s}")
         if self.reconnects < 0:
-            raise ValueError(f"reconnects must be >= 0, got {self.reconnects}")
+            raise ConfigError(f"reconnects must be >= 0, got {self.reconnects}")
 
 
 def display_available() -> tuple[bool, str]:
@@ -100,8 +101,8 @@ def frame_preprocessor(classifier: Classifier) -> Callable[[np.ndarray], np.ndar
     """A function BGR uint8 (H, W, 3) frame -> model input (1, h, w, c) in the model's dtype.
 
     Same pixels as ``preprocess.bgr_to_rgb`` + ``preprocess.to_model_input`` +
-    ``Classifier.prepare_batch``, computed faster: one ``cv2.resize`` straight from the frame
-    (INTER_AREA when shrinking), the colour swap on the small image (a channel permutation commutes
+    ``Classifier.prepare_batch``, computed faster: one ``preprocess.resize_image`` straight from the
+    frame (the same resize rule), the colour swap on the small image (a channel permutation commutes
     with a per-channel resize), then a 256-entry look-up table for normalisation + quantization.
     """
     spec = classifier.input_spec
@@ -115,9 +116,7 @@ def frame_preprocessor(classifier: Classifier) -> Callable[[np.ndarray], np.ndar
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
         elif frame.shape[2] == 4:
             frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-        fh, fw = frame.shape[:2]
-        interp = cv2.INTER_AREA if (fh >= h and fw >= w) else cv2.INTER_LINEAR
-        small = frame if (fh, fw) == (h, w) else cv2.resize(frame, (w, h), interpolation=interp)
+        small = resize_image(frame, h, w)
         return cv2.LUT(cv2.cvtColor(small, colour), lut).reshape(shape)
 
     return prep
@@ -164,7 +163,8 @@ def run_camera(
         file ended the run.
 
     Raises:
-        CameraError: the source cannot be opened at all, or the output video cannot be written.
+        CameraError: the source cannot be opened at all, or the output video cannot be written
+            (named by ``config.save``, never the temporary file; nothing is left at ``config.save``).
     """
     from edgeclf._io import atomic_path
 
@@ -182,18 +182,31 @@ def run_camera(
     if not show:
         run.notes.append("headless")
 
-    cap = _open(factory, src, live)
     if config.save is None:
+        cap = _open(factory, src, live)
         return _loop(classifier, config, factory, cap, src, live, show, None, run, on_prediction, note)
     save = Path(config.save)
     try:
-        with atomic_path(save) as tmp:
+        with atomic_path(save) as tmp:  # first, so an unwritable --save fails before the camera opens
+            cap = _open(factory, src, live)
             stats = _loop(classifier, config, factory, cap, src, live, show, tmp, run, on_prediction, note)
             if stats.frames == 0:
                 raise CameraError(f"{save}: no frames to save")
-    except OSError as exc:
-        raise CameraError(f"{save}: cannot write video ({exc.strerror or exc})") from None
+            _check_video(tmp, save)
+    except OSError as exc:  # already names ``save``, never the temporary file
+        raise CameraError(f"{save}: cannot write video ({exc.strerror or one_line(exc)})") from exc
     return stats
+
+
+def _check_video(path: Path, shown_as: Path) -> None:
+    """Refuse a video OpenCV could not finish (its writer ignores write errors such as a full disk)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        complete = cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0
+    finally:
+        cap.release()
+    if not complete:
+        raise CameraError(f"{shown_as}: cannot write video (the file came out incomplete; disk full?)")
 
 
 def _open(factory: CaptureFactory, src: int | str, live: bool) -> object:
@@ -292,7 +305,7 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
                 _draw_overlay(frame, labels[top], float(probs[top]), fps_ema)
                 if save_tmp is not None:
                     if writer is None:
-                        writer = _open_writer(save_tmp, frame, source_fps(cap))
+                        writer = _open_writer(save_tmp, frame, source_fps(cap), Path(config.save))
                     writer.write(frame)
             t4 = time.perf_counter()
             st.add(t1 - t0, item.decode_s, prep_s, t2 - t_pre, (t4 - t3) if draw else None)
@@ -331,9 +344,10 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
                        engine=classifier.engine, precision=classifier.precision)
 
 
-def _open_writer(path: Path, frame: np.ndarray, fps: float):
+def _open_writer(path: Path, frame: np.ndarray, fps: float, shown_as: Path):
+    """An mp4v writer into ``path`` (a temporary file); errors name ``shown_as`` (the user's --save)."""
     h, w = frame.shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     if not writer.isOpened():
-        raise CameraError(f"{path}: cannot open a video writer (mp4v) for {w}x{h} at {fps:g} FPS")
+        raise CameraError(f"{shown_as}: cannot open a video writer (mp4v) for {w}x{h} at {fps:g} FPS")
     return writer

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclf.errors import one_line
 from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo
 from edgeclf.runtime.manifest import METADATA_KEY
 from edgeclf.runtime.tflite_metadata import read_metadata
@@ -18,11 +19,6 @@ def _interpreter_class():
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("running .tflite models needs LiteRT: pip install ai-edge-litert") from exc
     return Interpreter
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _tensor_info(detail: dict) -> TensorInfo:
@@ -83,7 +79,7 @@ class LiteRTClassifier(Classifier):
             self._interp = Interpreter(model_content=data, num_threads=threads)
             self._interp.allocate_tensors()
         except Exception as exc:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError with multi-line text
-            raise ModelLoadError(f"{path}: LiteRT cannot load the model ({_one_line(exc)})") from None
+            raise ModelLoadError(f"{path}: LiteRT cannot load the model ({one_line(exc)})") from None
         self._model_bytes = data  # the interpreter reads from this buffer: keep it alive
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         if len(ins) != 1 or len(outs) != 1:

@@ -1,6 +1,6 @@
 """``load_classifier``: open a model file or model directory on the right engine, never guessing.
 
-Engine by file suffix: ``.tflite`` -> LiteRT, ``.onnx`` -> onnxruntime.
+Engine by file suffix (:data:`ENGINES`): ``.tflite`` -> LiteRT, ``.onnx`` -> onnxruntime.
 
 Input spec and labels, first source wins, field by field:
 
@@ -16,9 +16,21 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgeclf.runtime.base import Classifier, ModelLoadError
-from edgeclf.runtime.manifest import MANIFEST_NAME, InputSpec, Manifest, ManifestError, read_manifest
+from edgeclf.runtime.manifest import (
+    DEFAULT_RUN_PRECISION,
+    MANIFEST_NAME,
+    METADATA_KEY,
+    ArtifactEntry,
+    Format,
+    InputSpec,
+    Manifest,
+    ManifestError,
+    check_schema_version,
+    read_manifest,
+)
 
-ENGINES = {".tflite": "litert", ".onnx": "onnxruntime"}
+#: The engine that runs each format (the only place this mapping lives).
+ENGINES: dict[Format, str] = {Format.TFLITE: "litert", Format.ONNX: "onnxruntime"}
 NO_METADATA = "no edgeclf metadata: pass --input-size and --labels"
 
 
@@ -45,38 +57,50 @@ def read_labels(path: str | Path) -> list[str]:
 def choose_artifact(manifest: Manifest, model_dir: Path, artifact: str | None) -> Path:
     """The model file to run from a model directory.
 
-    ``artifact`` names a file listed in the manifest; if None, the default preference is
-    int8 .tflite > other .tflite > int8 .onnx > other .onnx.
+    ``artifact`` names a file listed in the manifest; if None, the default is the first existing
+    file in the order: format (:class:`Format` order: .tflite before .onnx), then
+    :data:`DEFAULT_RUN_PRECISION` (int8) before other precisions, then manifest order.
 
     Raises:
-        ModelLoadError: the named artifact is not in the manifest, or no runnable artifact exists.
+        ModelLoadError: the named artifact is not in the manifest, or no listed file exists.
     """
-    files = [a.get("file", "") for a in manifest.artifacts]
     if artifact is not None:
-        if artifact not in files:
-            listed = ", ".join(f for f in files if Path(f).suffix in ENGINES) or "none"
+        if manifest.artifact(artifact) is None:
+            listed = ", ".join(a.file for a in manifest.artifacts) or "none"
             raise ModelLoadError(f"{model_dir}: no artifact '{artifact}' in {MANIFEST_NAME} (available: {listed})")
         return model_dir / artifact
 
-    def rank(entry: dict) -> int:
-        suffix = Path(entry.get("file", "")).suffix
-        int8 = "int8" in str(entry.get("precision", ""))
-        return {".tflite": 0, ".onnx": 2}[suffix] + (0 if int8 else 1)
+    def rank(entry: ArtifactEntry) -> tuple[int, bool]:
+        return list(Format).index(entry.format), entry.precision is not DEFAULT_RUN_PRECISION
 
-    runnable = [a for a in manifest.artifacts if Path(a.get("file", "")).suffix in ENGINES
-                and (model_dir / a["file"]).is_file()]
+    runnable = [a for a in manifest.artifacts if (model_dir / a.file).is_file()]
     if not runnable:
         raise ModelLoadError(f"{model_dir}: {MANIFEST_NAME} lists no existing .tflite or .onnx artifact")
-    return model_dir / min(runnable, key=rank)["file"]
+    return model_dir / min(runnable, key=rank).file
 
 
-def _open_engine(path: Path, threads: int | None, providers: list[str] | None) -> Classifier:
-    engine = ENGINES.get(path.suffix.lower())
-    if engine is None:
+def open_engine(path: Path, threads: int | None = None, providers: list[str] | None = None) -> Classifier:
+    """Open ``path`` on the engine its suffix names (:data:`ENGINES`); the result is not bound yet.
+
+    Call :meth:`Classifier.bind` with an input spec and labels before predicting
+    (:func:`load_classifier` does both).
+
+    Args:
+        path: a ``.tflite`` or ``.onnx`` file.
+        threads: engine CPU threads; None = the engine's default.
+        providers: onnxruntime execution providers (``.onnx`` only).
+
+    Raises:
+        ModelLoadError: unknown suffix, missing file, providers for a .tflite file, or the engine
+            cannot load the file.
+    """
+    path = Path(path)
+    fmt = Format.of_path(path)
+    if fmt is None:
         raise ModelLoadError(f"{path}: unsupported model format '{path.suffix}' (expected .tflite or .onnx)")
     if not path.is_file():
         raise ModelLoadError(f"{path}: model file not found")
-    if engine == "litert":
+    if fmt is Format.TFLITE:
         if providers:
             raise ModelLoadError(f"{path}: --providers applies to .onnx models only")
         from edgeclf.runtime.litert import LiteRTClassifier
@@ -97,12 +121,16 @@ def _from_manifest(path: Path) -> tuple[InputSpec, list[str], str | None] | None
     entry = manifest.artifact(path.name)
     if entry is None:
         return None
-    return manifest.input, manifest.labels, entry.get("precision")
+    return manifest.input, manifest.labels, entry.precision.value
 
 
 def _from_embedded(path: Path, meta: dict | None) -> tuple[InputSpec, list[str], str | None] | None:
     if meta is None:
         return None
+    try:
+        check_schema_version(meta.get("schema_version"), f"{path}: embedded '{METADATA_KEY}' metadata")
+    except ManifestError as exc:
+        raise ModelLoadError(str(exc)) from None
     try:
         return InputSpec.from_dict(meta["input"]), [str(x) for x in meta["labels"]], meta.get("precision")
     except (KeyError, TypeError, ManifestError) as exc:
@@ -151,7 +179,7 @@ def load_classifier(
     if threads is not None and threads < 1:
         raise ModelLoadError(f"{path}: threads must be >= 1, got {threads}")
 
-    clf = _open_engine(path, threads, providers)
+    clf = open_engine(path, threads, providers)
     found = _from_manifest(path) or _from_embedded(path, clf.embedded)
     if found is None:
         if input_size is None or labels_file is None:

@@ -13,6 +13,9 @@ Pure JSON/dataclasses, no TensorFlow: the runtime reads it, export writes it.
       "artifacts": [ArtifactEntry, ...]   # one per exported file, keyed by "file"
     }
 
+A manifest without ``schema_version`` (older edgeclf) is read as version 1; a manifest whose
+version is higher than :data:`SCHEMA_VERSION` is refused with a :class:`ManifestError` naming the file.
+
 Embedded metadata (ONNX ``metadata_props`` key ``"edgeclf"``; TFLite model metadata entry named
 ``"edgeclf"``) is the JSON of ``{"schema_version", "input", "labels", "precision", "sparsity"}``
 so a lone ``.tflite``/``.onnx`` file still works.
@@ -20,18 +23,77 @@ so a lone ``.tflite``/``.onnx`` file still works.
 
 from __future__ import annotations
 
+import enum
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from edgeclf.errors import ManifestError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 METADATA_KEY = "edgeclf"
 
 
-class ManifestError(ValueError):
-    """manifest.json or embedded metadata is missing or malformed. The message names the file."""
+class Format(str, enum.Enum):
+    """Artifact file format; the value is the file suffix without the dot. Definition order is table order."""
+
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+    @property
+    def suffix(self) -> str:
+        """``".tflite"`` / ``".onnx"``."""
+        return "." + self.value
+
+    @classmethod
+    def of_path(cls, path: str | Path) -> Format | None:
+        """The format a file name's suffix says (case-insensitive), or None for any other suffix."""
+        suffix = Path(path).suffix.lower()
+        return next((f for f in cls if f.suffix == suffix), None)
+
+
+class Precision(str, enum.Enum):
+    """Numeric precision of an artifact (``none`` on the command line means FP32). Definition order is table order."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"          # float16 weights, float32 compute/I-O (TFLite only)
+    DYNAMIC = "dynamic"    # int8 weights, float activations quantized on the fly (TFLite only)
+    INT8 = "int8"          # full-integer: int8 weights and activations (TFLite: int8 I/O)
+
+
+class ArtifactStatus(str, enum.Enum):
+    """Export-time verdict of an artifact that was written."""
+
+    OK = "ok"
+    VALIDATION_FAILED = "validation failed"  # kept with --allow-drop although it missed the accuracy gate
+
+
+#: What ``edgeclf export`` makes when no format/precision is asked for, in table order. The loader's
+#: default pick, the export defaults, the bench's expected rows and the CLI help all derive from it.
+DEFAULT_ARTIFACTS: tuple[tuple[Format, Precision], ...] = (
+    (Format.TFLITE, Precision.FP32), (Format.TFLITE, Precision.FP16), (Format.TFLITE, Precision.DYNAMIC),
+    (Format.TFLITE, Precision.INT8), (Format.ONNX, Precision.FP32), (Format.ONNX, Precision.INT8),
+)
+#: The precision a model directory runs by default (the first format of DEFAULT_ARTIFACTS that has it wins).
+DEFAULT_RUN_PRECISION = Precision.INT8
+
+
+def check_schema_version(version: Any, source: str) -> int:
+    """``version`` as an int (None = 1, an older edgeclf); ``source`` names the file in errors.
+
+    Raises:
+        ManifestError: not an integer, or newer than :data:`SCHEMA_VERSION`.
+    """
+    if version is None:
+        return 1
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ManifestError(f"{source}: schema_version {version!r} is not an integer")
+    if version > SCHEMA_VERSION:
+        raise ManifestError(f"{source}: schema_version {version} is newer than this edgeclf understands "
+                            f"({SCHEMA_VERSION}); upgrade edgeclf")
+    return version
 
 
 @dataclass(frozen=True)
@@ -54,13 +116,13 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["value_range"] = list(self.value_range)
-        d["mean"] = list(self.mean)
-        d["std"] = list(self.std)
+        for key in ("value_range", "mean", "std"):
+            d[key] = list(d[key])
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        """Raises ManifestError if ``d`` lacks height/width or has malformed values."""
         try:
             return cls(
                 height=int(d["height"]),
@@ -72,13 +134,133 @@ class InputSpec:
                 mean=tuple(float(v) for v in d.get("mean", (0.0,))),
                 std=tuple(float(v) for v in d.get("std", (1.0,))),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ManifestError(f"input spec is malformed: {exc!r}") from None
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """Affine quantization of an int8/uint8 graph input or output: ``real = (q - zero_point) * scale``."""
+
+    dtype: str           # "int8" or "uint8"
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class Int8Weights:
+    """The int8/uint8 weight tensors counted in an artifact file.
+
+    ``int8_kernel_params`` counts the elements of int8 tensors with >= 2 dims (conv/dense kernels);
+    ``int8_kernel_zero_fraction`` is the fraction of them that are 0 (the sparsity that survived).
+    """
+
+    int8_weight_tensors: int
+    int8_kernel_params: int
+    int8_kernel_zero_fraction: float
+
+
+@dataclass(frozen=True)
+class Validation:
+    """An artifact measured on ``n_images`` test images against the float model.
+
+    ``top1_acc`` fraction; ``acc_drop_pp`` = (float top-1 - artifact top-1) x 100, percentage points
+    (positive = worse); ``top1_agreement`` fraction of images with the same arg-max as the float
+    model; ``max_abs_prob_diff`` largest |p_artifact - p_float| over all images and classes.
+    """
+
+    top1_acc: float
+    acc_drop_pp: float
+    top1_agreement: float
+    max_abs_prob_diff: float
+    n_images: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_RECORDS = {"input_quantization": QuantParams, "output_quantization": QuantParams, "int8_weights": Int8Weights,
+            "validation": Validation}
+
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    """One exported file in ``manifest.json``.
+
+    Attributes:
+        file: file name inside the model directory, e.g. ``model_int8.tflite``.
+        format, precision: what the file is.
+        sparsity: fraction of zero Conv/Dense kernel weights of the exported model (0 = not pruned).
+        quantization_aware: int8 made from a QAT model.
+        quantizer: the tool chain of an int8 file (``converter``, ``ai-edge-quantizer``,
+            ``from-tflite``, ``ort-qdq``, ``qat+converter``, ``qat+converter+tf2onnx``); None otherwise.
+        sha256: hex digest of the file; size_bytes, size_gzip_bytes: bytes, plain and gzip -9.
+        input_quantization, output_quantization: parameters of int8/uint8 graph I/O, None for float I/O.
+        int8_weights: int8 weight tensors found in the file.
+        validation: accuracy against the float model at export time.
+        status: ``ok``, or ``validation failed`` (kept with ``--allow-drop``).
+        tools: versions of the tool chain, ``{name: version}``.
+        created: ISO-8601 UTC time of the export.
+    """
+
+    file: str
+    format: Format
+    precision: Precision
+    sparsity: float = 0.0
+    quantization_aware: bool = False
+    quantizer: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    size_gzip_bytes: int | None = None
+    input_quantization: QuantParams | None = None
+    output_quantization: QuantParams | None = None
+    int8_weights: Int8Weights | None = None
+    validation: Validation | None = None
+    status: ArtifactStatus = ArtifactStatus.OK
+    tools: dict[str, str] = field(default_factory=dict)
+    created: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; enums as their values, records as dicts, every field present."""
+        d = asdict(self)
+        for key in ("format", "precision", "status"):
+            d[key] = getattr(self, key).value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> ArtifactEntry:
+        """Parse one entry (also those of older edgeclf versions: missing fields take their defaults,
+        a missing ``format`` comes from the file suffix, unknown keys are ignored).
+
+        Raises:
+            ManifestError: naming ``source``: no ``file``, an unknown format/precision/status, or a
+                malformed record.
+        """
+        try:
+            file = str(d["file"])
+            known = {f.name for f in fields(cls)}
+            kw: dict[str, Any] = {k: v for k, v in d.items() if k in known}
+            kw["file"] = file
+            kw["format"] = Format(d["format"]) if d.get("format") else Format.of_path(file)
+            if kw["format"] is None:
+                raise ValueError(f"no format and an unknown file suffix in {file!r}")
+            kw["precision"] = Precision(d["precision"])
+            kw["status"] = ArtifactStatus(d.get("status") or ArtifactStatus.OK.value)
+            kw["sparsity"] = float(d.get("sparsity") or 0.0)
+            kw["quantization_aware"] = bool(d.get("quantization_aware", False))
+            kw["tools"] = {str(k): str(v) for k, v in (d.get("tools") or {}).items()}
+            for key, record in _RECORDS.items():
+                if d.get(key) is not None:
+                    kw[key] = record(**d[key])
+            return cls(**kw)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            name = d.get("file", "?") if isinstance(d, dict) else "?"
+            raise ManifestError(f"{source}: artifact entry {name!r} is malformed ({exc})") from None
 
 
 @dataclass
 class Manifest:
-    """In-memory ``manifest.json``. ``artifacts`` are plain dicts (see the export package)."""
+    """In-memory ``manifest.json``: input spec, labels, one :class:`ArtifactEntry` per exported file."""
 
     name: str
     input: InputSpec
@@ -86,7 +268,7 @@ class Manifest:
     model: str = ""
     dataset: str = ""
     float_top1_acc: float | None = None
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[ArtifactEntry] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,45 +280,52 @@ class Manifest:
             "input": self.input.to_dict(),
             "labels": list(self.labels),
             "float_top1_acc": self.float_top1_acc,
-            "artifacts": list(self.artifacts),
+            "artifacts": [a.to_dict() for a in self.artifacts],
         }
 
-    def artifact(self, file_name: str) -> dict[str, Any] | None:
-        """The entry whose ``"file"`` is ``file_name``, or None."""
-        for a in self.artifacts:
-            if a.get("file") == file_name:
-                return a
-        return None
+    def artifact(self, file_name: str) -> ArtifactEntry | None:
+        """The entry whose ``file`` is ``file_name``, or None."""
+        return next((a for a in self.artifacts if a.file == file_name), None)
 
-    def upsert_artifact(self, entry: dict[str, Any]) -> None:
-        """Insert ``entry`` or replace the entry for the same ``"file"``."""
-        self.artifacts = [a for a in self.artifacts if a.get("file") != entry["file"]] + [entry]
+    def upsert_artifact(self, entry: ArtifactEntry) -> None:
+        """Insert ``entry`` or replace the entry for the same ``file`` (the new one goes last)."""
+        self.artifacts = [a for a in self.artifacts if a.file != entry.file] + [entry]
 
-    def embedded_metadata(self, precision: str, sparsity: float = 0.0) -> dict[str, Any]:
-        """The essentials to embed inside one artifact file."""
+    def embedded_metadata(self, precision: Precision, sparsity: float = 0.0) -> dict[str, Any]:
+        """The essentials to embed inside one artifact file (JSON-ready)."""
         return {
             "schema_version": self.schema_version,
             "name": self.name,
             "input": self.input.to_dict(),
             "labels": list(self.labels),
-            "precision": precision,
+            "precision": Precision(precision).value,
             "sparsity": float(sparsity),
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> "Manifest":
+    def from_dict(cls, d: dict[str, Any], source: str = "manifest") -> Manifest:
+        """Parse a manifest dict; ``source`` (the file) is named in errors.
+
+        Raises:
+            ManifestError: newer schema_version, missing/malformed fields or artifact entries.
+        """
+        if not isinstance(d, dict):
+            raise ManifestError(f"{source}: not a JSON object")
+        version = check_schema_version(d.get("schema_version"), source)
         try:
+            acc = d.get("float_top1_acc")
             return cls(
                 name=str(d.get("name", "")),
                 input=InputSpec.from_dict(d["input"]),
                 labels=[str(x) for x in d["labels"]],
                 model=str(d.get("model", "")),
                 dataset=str(d.get("dataset", "")),
-                float_top1_acc=d.get("float_top1_acc"),
-                artifacts=list(d.get("artifacts", [])),
-                schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
+                float_top1_acc=None if acc is None else float(acc),
+                artifacts=[a if isinstance(a, ArtifactEntry) else ArtifactEntry.from_dict(a, source)
+                           for a in d.get("artifacts", [])],
+                schema_version=version,
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{source}: missing or malformed field {exc}") from None
 
 
@@ -144,20 +333,21 @@ def read_manifest(model_dir: str | Path) -> Manifest:
     """Read ``MODEL_DIR/manifest.json``.
 
     Raises:
-        ManifestError: the file is missing, not JSON, or lacks required fields.
+        ManifestError: naming the file: missing, not JSON, lacks required fields, or written by a
+            newer edgeclf (higher schema_version).
     """
     path = Path(model_dir) / MANIFEST_NAME
     if not path.is_file():
         raise ManifestError(f"{path}: no manifest.json (run 'edgeclf export' on the model directory first)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from None
     return Manifest.from_dict(data, source=str(path))
 
 
 def write_manifest(model_dir: str | Path, manifest: Manifest) -> Path:
-    """Write ``MODEL_DIR/manifest.json`` atomically."""
+    """Write ``MODEL_DIR/manifest.json`` atomically; returns its path."""
     from edgeclf._io import write_json
 
     return write_json(Path(model_dir) / MANIFEST_NAME, manifest.to_dict())

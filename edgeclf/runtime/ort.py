@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclf.errors import one_line
 from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo
 from edgeclf.runtime.manifest import METADATA_KEY
 
@@ -30,11 +31,6 @@ def _ort():
 def available_providers() -> list[str]:
     """Execution providers this onnxruntime build offers, e.g. ``["CPUExecutionProvider"]``."""
     return list(_ort().get_available_providers())
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _tensor_info(path: Path, arg, quant: dict | None) -> TensorInfo:
@@ -94,7 +90,7 @@ class OrtClassifier(Classifier):
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelLoadError(f"{path}: onnxruntime cannot load the model ({_one_line(exc)})") from None
+            raise ModelLoadError(f"{path}: onnxruntime cannot load the model ({one_line(exc)})") from None
         ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelLoadError(

@@ -10,16 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclf.errors import ConfigError, PredictError
 from edgeclf.metrics import confusion_matrix
 from edgeclf.preprocess import to_model_input
 from edgeclf.runtime.base import Classifier, top_k_indices
 from edgeclf.runtime.sources import expand_image_paths, folder_labels, iter_images
 
 log = logging.getLogger("edgeclf.runtime")
-
-
-class PredictError(RuntimeError):
-    """Prediction could not produce any result (e.g. every image failed to decode). One line."""
 
 
 @dataclass
@@ -107,12 +104,12 @@ def predict_files(
     Raises:
         SourceError: a path/pattern names nothing.
         PredictError: every image failed to decode.
-        ValueError: ``batch_size`` or ``top_k`` < 1.
+        ConfigError: ``batch_size`` or ``top_k`` < 1.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
     if on_skip is None:
         def on_skip(file: str, reason: str) -> None:
             log.warning("skipped %s", reason)

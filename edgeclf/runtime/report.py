@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from edgeclf._io import write_text
+from edgeclf.errors import ConfigError
 from edgeclf.runtime.predict import PredictionReport
 
 
@@ -120,11 +121,11 @@ def write_report(report: PredictionReport, path: str | Path, fmt: str) -> Path:
     """Write the report to ``path`` atomically as ``fmt`` (``"json"`` or ``"csv"``).
 
     Raises:
-        ValueError: unknown ``fmt``.
-        OSError: the file cannot be written.
+        ConfigError: unknown ``fmt``.
+        OSError: the file cannot be written (naming ``path``, never a temporary file).
     """
     if fmt == "json":
         return write_text(path, report_json(report))
     if fmt == "csv":
         return write_text(path, report_csv(report))
-    raise ValueError(f"unknown report format '{fmt}' (expected json or csv)")
+    raise ConfigError(f"unknown report format '{fmt}' (expected json or csv)")

@@ -12,13 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeclf.errors import SourceError  # noqa: F401  (re-exported)
 from edgeclf.preprocess import IMAGE_EXTENSIONS, ImageError, load_image
 
 _GLOB_CHARS = set("*?[")
-
-
-class SourceError(ValueError):
-    """An image path or pattern names nothing usable. The message is one line."""
 
 
 def _is_image(path: Path) -> bool:

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import click
 
+from edgeclf.cli._errors import user_errors
+from edgeclf.errors import AccuracyGateError, ConfigError, one_line
 from edgeclf.export.config import (
+    DEFAULT_FORMATS,
+    DEFAULT_PRECISIONS,
     ExportConfig,
     OnnxInt8Path,
     TfliteInt8Quantizer,
@@ -15,29 +19,34 @@ from edgeclf.export.config import (
     parse_precisions,
 )
 
+_DEFAULT_QUANTIZE = "; ".join(f"{','.join(p.value for p in ps)} for {f.value}" for f, ps in DEFAULT_PRECISIONS.items())
+
 
 def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
-def format_table(artifacts: list[dict]) -> str:
-    """One row per artifact: file, size, gzipped, top-1, drop (points), agreement, status."""
+def format_table(result) -> str:
+    """One row per artifact of an :class:`~edgeclf.export.ExportResult` (written ones, then the ones
+    that failed the gate): file, size, gzipped, top-1, drop (points), agreement, status."""
     rows = [("file", "size", "gzipped", "top-1", "drop pp", "agree", "status")]
-    for a in artifacts:
-        v = a.get("validation") or {}
-        rows.append((a["file"], _mb(a.get("size_bytes")), _mb(a.get("size_gzip_bytes")),
-                     f"{v['top1_acc']:.4f}" if v else "-", f"{v['acc_drop_pp']:+.2f}" if v else "-",
-                     f"{v['top1_agreement']:.4f}" if v else "-", a.get("status", "")))
+    for a in result.artifacts:
+        v = a.validation
+        rows.append((a.file, _mb(a.size_bytes), _mb(a.size_gzip_bytes),
+                     f"{v.top1_acc:.4f}" if v else "-", f"{v.acc_drop_pp:+.2f}" if v else "-",
+                     f"{v.top1_agreement:.4f}" if v else "-", a.status.value))
+    rows += [(file, "-", "-", "-", "-", "-", "failed") for file in result.failures]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 @click.command("export")
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=str))
-@click.option("--formats", default="tflite,onnx", show_default=True, help="Comma list of tflite, onnx.")
+@click.option("--formats", default=",".join(f.value for f in DEFAULT_FORMATS), show_default=True,
+              help="Comma list of tflite, onnx.")
 @click.option("--quantize", "quantize", default=None,
-              help="Comma list of none, fp16, dynamic, int8 (default: fp32,fp16,dynamic,int8 for tflite; "
-                   "fp32,int8 for onnx). Pairs a format lacks (onnx fp16/dynamic) are skipped.")
+              help=f"Comma list of none, fp16, dynamic, int8 (default: {_DEFAULT_QUANTIZE}). "
+                   "Pairs a format lacks (onnx fp16/dynamic) are skipped.")
 @click.option("--prune", "prune", type=float, default=0.0, show_default=True,
               help="Target weight sparsity in [0, 1) for Conv/Dense kernels (0 = no pruning).")
 @click.option("--prune-epochs", type=click.IntRange(min=1), default=2, show_default=True,
@@ -58,6 +67,7 @@ def format_table(artifacts: list[dict]) -> str:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Fine-tuning batch size (pruning, QAT); default: the training run's.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
 def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, calibration_samples, data,
                max_accuracy_drop, allow_drop, val_samples, tflite_int8, onnx_int8, batch_size, seed):
     """Prune/quantize MODEL_DIR/model.keras, write .tflite/.onnx files, validate each, update manifest.json."""
@@ -69,23 +79,19 @@ def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epoch
                            max_accuracy_drop_pp=max_accuracy_drop, allow_drop=allow_drop, val_samples=val_samples,
                            tflite_int8=TfliteInt8Quantizer(tflite_int8), onnx_int8=OnnxInt8Path(onnx_int8),
                            batch_size=batch_size, seed=seed)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    from edgeclf.data import DataError
-    from edgeclf.export import AccuracyGateError, export_model
-    from edgeclf.runtime import ModelLoadError
+    except ConfigError as exc:
+        raise click.UsageError(one_line(exc)) from None
+    from edgeclf.export import export_model
 
     try:
         result = export_model(model_dir, cfg)
     except AccuracyGateError as exc:
         if exc.result is not None:
-            click.echo(format_table(exc.result.artifacts))
-        raise click.ClickException(f"accuracy gate failed: {exc}") from None
-    except (DataError, FileNotFoundError, ValueError, RuntimeError, ModelLoadError, ImportError) as exc:
-        raise click.ClickException(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from None
+            click.echo(format_table(exc.result))
+        raise click.ClickException(f"accuracy gate failed: {one_line(exc)}") from None
     click.echo(f"float model: top-1 {result.float_top1_acc:.4f} on {result.n_images} test images")
     if result.sparsity:
         click.echo(f"pruning: {result.sparsity['kernel_sparsity']:.1%} of Conv/Dense kernel weights are zero "
                    f"(target {result.sparsity['target']:.0%})")
-    click.echo(format_table(result.artifacts))
+    click.echo(format_table(result))
     click.echo(f"-> {result.manifest_path}")

@@ -1,7 +1,7 @@
 """Click command ``edgeclf bench``: thin wrapper around :func:`edgeclf.bench.run_bench`.
 
-Registered by ``edgeclf/cli.py`` (``cli.add_command(bench_cmd, "bench")``). Importing this module
-does not import TensorFlow; the Keras rows run in worker processes.
+Registered by ``edgeclf/cli/__init__.py`` (``cli.add_command(bench_cmd, "bench")``). Importing this
+module does not import TensorFlow; the Keras rows run in worker processes.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
+from edgeclf.cli._errors import user_errors
+from edgeclf.errors import ConfigError, one_line
 
 
 @click.command("bench")
@@ -37,6 +40,7 @@ import click
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Convert and measure the plain default-converter TFLite as a reference row.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any row's status is not ok (missing exports included).")
+@user_errors
 def bench_cmd(model_dir, out_dir, work_dir, data, test_samples, threads, batch_size, min_accuracy, quick,
               min_iters, min_seconds, keras, baseline, strict):
     """Benchmark every artifact of MODEL_DIR against its float original.
@@ -47,8 +51,6 @@ def bench_cmd(model_dir, out_dir, work_dir, data, test_samples, threads, batch_s
     from dataclasses import replace
 
     from edgeclf.bench import BenchConfig, TimingConfig, run_bench
-    from edgeclf.data import DataError
-    from edgeclf.runtime.manifest import ManifestError
 
     timing = TimingConfig.quick() if quick else TimingConfig()
     try:
@@ -60,12 +62,9 @@ def bench_cmd(model_dir, out_dir, work_dir, data, test_samples, threads, batch_s
                           test_samples=test_samples or (200 if quick else None), threads=threads,
                           batch_size=batch_size, min_accuracy=min_accuracy, keras=keras, baseline=baseline,
                           timing=timing)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        result = run_bench(model_dir, cfg)
-    except (ManifestError, DataError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except ConfigError as exc:
+        raise click.UsageError(one_line(exc)) from None
+    result = run_bench(model_dir, cfg)
     click.echo(result.files["md"].read_text(encoding="utf-8"))
     click.echo(f"results -> {result.out_dir}")
     below = result.below_min_accuracy

@@ -1,12 +1,20 @@
-"""Typed, validated training configuration (saved as ``config.json`` in the model directory)."""
+"""Typed, validated training configuration (saved as ``config.json`` in the model directory).
+
+Imports no TensorFlow: export, bench and the CLI read a model directory's config through here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from edgeclf.data.config import AugmentConfig, DataConfig
+from edgeclf.errors import ConfigError
 from edgeclf.models.config import ModelConfig
+from edgeclf.models.registry import get_spec
 
 
 class Optimizer(str, enum.Enum):
@@ -25,14 +33,14 @@ class TrainConfig:
 
     Attributes:
         model, data, augment: sub-configs.
-        epochs: training epochs (for ``mobilenet_v2``: phase-2 fine-tuning epochs).
-        head_epochs: ``mobilenet_v2`` phase 1, epochs with the base frozen (0 skips it).
-        fine_tune_layers: ``mobilenet_v2`` phase 2, number of last base layers trained (-1 = all).
+        epochs: training epochs (two-phase models: phase-2 fine-tuning epochs).
+        head_epochs: two-phase models, phase 1: epochs with the base frozen (0 skips it).
+        fine_tune_layers: two-phase models, phase 2: number of last base layers trained (-1 = all).
         batch_size: images per step.
         optimizer: ``adam`` or ``sgd`` (Nesterov, momentum 0.9).
         lr: peak learning rate. The schedule warms up linearly for ``warmup_fraction`` of the steps
             then follows a cosine decay to 0 (one-cycle, Smith & Topin 2017).
-        fine_tune_lr: peak learning rate of ``mobilenet_v2`` phase 2.
+        fine_tune_lr: peak learning rate of phase 2 (two-phase models).
         weight_decay: decoupled weight decay (Loshchilov & Hutter 2019); not applied to BN/biases.
         label_smoothing: label smoothing of the cross-entropy (Szegedy et al. 2016).
         patience: early stopping on validation top-1 accuracy (best weights restored); 0 disables.
@@ -64,20 +72,20 @@ class TrainConfig:
     out: str = "export"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 and not (self.model.name == "mobilenet_v2" and self.head_epochs > 0):
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.epochs < 1 and not (get_spec(self.model.name).two_phase and self.head_epochs > 0):
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0 or self.fine_tune_lr <= 0:
-            raise ValueError("learning rates must be > 0")
+            raise ConfigError("learning rates must be > 0")
         if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+            raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.head_epochs < 0 or self.patience < 0:
-            raise ValueError("head_epochs and patience must be >= 0")
+            raise ConfigError("head_epochs and patience must be >= 0")
         if self.patience and self.data.val_split == 0:
-            raise ValueError("patience (early stopping on validation accuracy) needs a validation split; "
+            raise ConfigError("patience (early stopping on validation accuracy) needs a validation split; "
                              "set val_split > 0 or patience 0")
 
     @property
@@ -96,7 +104,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["model"] = ModelConfig(**d["model"])
         d["data"] = DataConfig.from_dict(d["data"])
@@ -105,21 +113,45 @@ class TrainConfig:
         d["class_weight"] = ClassWeight(d["class_weight"])
         return cls(**d)
 
-    def with_(self, **changes) -> "TrainConfig":
+    @classmethod
+    def from_recipe(cls, model: ModelConfig, given: dict | None = None, **fields) -> TrainConfig:
+        """The model spec's default recipe, overridden by the non-None values of ``given`` and by ``fields``.
+
+        ``given`` holds options a user may or may not have set (None = use the recipe); ``fields``
+        are always applied. Enum fields accept their string values.
+
+        Raises:
+            ConfigError: unknown model, unknown field or an invalid value.
+        """
+        values = {**get_spec(model.name).recipe, **{k: v for k, v in (given or {}).items() if v is not None},
+                  **fields}
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)} - {"model"})
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+        try:
+            if "optimizer" in values:
+                values["optimizer"] = Optimizer(values["optimizer"])
+            if "class_weight" in values:
+                values["class_weight"] = ClassWeight(values["class_weight"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(model=model, **values)
+
+    def with_(self, **changes) -> TrainConfig:
         """A copy with ``changes`` applied (validated again)."""
         return replace(self, **changes)
 
 
-# Per-model recipe defaults, used by the CLI where the user gives no value. Chosen for this
-# 2-core CPU budget; see README "Training recipes".
-RECIPES: dict[str, dict] = {
-    # cnn: ResNet-9 at half width (95 M MACs). Page (2018)'s ResNet-9 recipe in mean-loss terms:
-    # batch 512, Nesterov SGD (peak 0.2: 0.4 diverged without its 0.125 logit scale); Keras' decoupled weight decay 5e-3 x lr is about the
-    # coupled L2 5e-4 of the reference once momentum (1 / (1 - 0.9)) is accounted for.
-    "cnn": dict(epochs=30, batch_size=512, optimizer=Optimizer.SGD, lr=0.2, weight_decay=5e-3,
-                label_smoothing=0.1),
-    "cnn-small": dict(epochs=15, batch_size=64, optimizer=Optimizer.ADAM, lr=1e-3, weight_decay=0.0,
-                      label_smoothing=0.0),
-    "mobilenet_v2": dict(epochs=5, head_epochs=1, batch_size=64, optimizer=Optimizer.ADAM, lr=1e-3,
-                         fine_tune_lr=3e-4, weight_decay=0.0, label_smoothing=0.1, fine_tune_layers=60),
-}
+def load_config(model_dir: Path) -> TrainConfig:
+    """Read ``MODEL_DIR/config.json``.
+
+    Raises:
+        FileNotFoundError / ValueError: missing or malformed config (message names the file).
+    """
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (is {model_dir} an edgeclf model directory?)")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: malformed config ({exc})") from None

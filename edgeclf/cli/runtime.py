@@ -1,12 +1,14 @@
 """Click commands of the edge runtime: ``edgeclf predict`` and ``edgeclf webcam``.
 
 Thin: parse options, call :func:`edgeclf.runtime.load_classifier` and one library function, print
-the result. Never imports TensorFlow. Registered by ``edgeclf/cli.py``::
+the result. Never imports TensorFlow. Registered by ``edgeclf/cli/__init__.py``::
 
     cli.add_command(predict_cmd, "predict")
     cli.add_command(webcam_cmd, "webcam")
 
-Every expected failure becomes a one-line ``click.ClickException`` (exit code 1, no traceback).
+Every failure a user can cause (an :class:`~edgeclf.errors.EdgeclfError` or an ``OSError``) ends as
+one ``Error:`` line naming the file (exit code 1, no traceback) through
+:func:`~edgeclf.cli._errors.user_errors`; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,33 +17,10 @@ from pathlib import Path
 
 import click
 
+from edgeclf.cli._errors import user_errors
+from edgeclf.cli.options import parse_floats, parse_size
+
 _MODEL_HELP = "A .tflite/.onnx file, or a model directory with manifest.json (default artifact: int8 .tflite)."
-
-
-def _parse_size(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    text = value.lower().replace(" ", "")
-    parts = text.split("x") if "x" in text else [text, text]
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not HxW (e.g. 32x32) or a single size", param_hint="--input-size")
-    if h < 1 or w < 1 or len(parts) != 2:
-        raise click.BadParameter(f"'{value}' must be two positive integers HxW", param_hint="--input-size")
-    return h, w
-
-
-def _parse_floats(value: str | None, name: str) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        out = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a comma-separated list of numbers", param_hint=name)
-    if len(out) not in (1, 3):
-        raise click.BadParameter(f"give 1 or 3 values, got {len(out)}", param_hint=name)
-    return out
 
 
 def _model_options(threads_default: int | None, threads_help: str):
@@ -72,17 +51,15 @@ def _model_options(threads_default: int | None, threads_help: str):
 
 
 def _load(model, artifact, labels_file, input_size, mean, std, threads, providers):
-    from edgeclf.runtime import ModelLoadError, load_classifier
+    """Open the model for the shared options (ModelLoadError names the file)."""
+    from edgeclf.runtime import load_classifier
 
-    try:
-        return load_classifier(
-            model, labels_file=labels_file, input_size=_parse_size(input_size),
-            mean=_parse_floats(mean, "--mean"), std=_parse_floats(std, "--std"), threads=threads,
-            providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
-            artifact=artifact,
-        )
-    except ModelLoadError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_classifier(
+        model, labels_file=labels_file, input_size=parse_size(input_size, "--input-size"),
+        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), threads=threads,
+        providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
+        artifact=artifact,
+    )
 
 
 @click.command("predict")
@@ -97,6 +74,7 @@ def _load(model, artifact, labels_file, input_size, mean, std, threads, provider
 @click.option("--csv", "csv_out", metavar="FILE", help="Also write all predictions as CSV to FILE ('-' = stdout).")
 @click.option("--max-rows", default=50, show_default=True, type=click.IntRange(min=0),
               help="Rows of the printed table (0 = all); --json/--csv always hold every row.")
+@user_errors
 def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, threads, providers,
                 top_k, batch_size, json_out, csv_out, max_rows):
     """Classify IMAGES (files, folders searched recursively, or glob patterns) with MODEL.
@@ -107,17 +85,14 @@ def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, thr
 
     Models without edgeclf metadata (third-party .tflite/.onnx) need --input-size and --labels.
     """
-    from edgeclf.runtime.predict import PredictError, predict_files
+    from edgeclf.runtime.predict import predict_files
     from edgeclf.runtime.report import format_summary, format_table, report_csv, report_json, write_report
-    from edgeclf.runtime.sources import SourceError, expand_image_paths
+    from edgeclf.runtime.sources import expand_image_paths
 
     if json_out == "-" and csv_out == "-":
         raise click.UsageError("only one of --json and --csv can write to stdout ('-')")
     clf = _load(model, artifact, labels_file, input_size, mean, std, threads, providers)
-    try:
-        files = expand_image_paths(images)
-    except SourceError as exc:
-        raise click.ClickException(str(exc)) from None
+    files = expand_image_paths(images)
 
     from tqdm import tqdm
 
@@ -131,8 +106,6 @@ def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, thr
     try:
         report = predict_files(clf, files, batch_size=batch_size, top_k=top_k, on_skip=warn,
                                on_progress=bar.update)
-    except (SourceError, PredictError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
     finally:
         bar.close()
 
@@ -141,10 +114,7 @@ def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, thr
         if out == "-":
             click.echo(render(report), nl=False)
         elif out:
-            try:
-                write_report(report, out, fmt)
-            except OSError as exc:
-                raise click.ClickException(f"{out}: cannot write {fmt.upper()} ({exc.strerror or exc})") from None
+            write_report(report, out, fmt)  # atomic; an OSError names ``out``
     echo = (lambda s: click.echo(s, err=True)) if to_stdout else click.echo
     if not to_stdout:
         echo(format_table(report, max_rows=max_rows or None))
@@ -173,6 +143,7 @@ def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, thr
               help="Reconnect attempts in a row for a lost live source, with exponential back-off (0.5 s, 1 s, 2 s, ...).")
 @click.option("--json-stats", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the end-of-run stats (FPS, p50/p95 latency per stage) as JSON.")
+@user_errors
 def webcam_cmd(model, artifact, labels_file, input_size, mean, std, threads, providers,
                source, headless, save, max_frames, print_predictions, read_timeout, reconnects, json_stats):
     """Classify frames from a camera, stream or video file with MODEL, live.
@@ -182,32 +153,23 @@ def webcam_cmd(model, artifact, labels_file, input_size, mean, std, threads, pro
     latency in ms of each stage: capture wait, decode, preprocess, inference, overlay/write.
     Quit with q or Esc in the window, or Ctrl-C.
     """
-    from edgeclf.runtime.camera import CameraConfig, CameraError, run_camera
+    from edgeclf.runtime.camera import CameraConfig, run_camera
 
     clf = _load(model, artifact, labels_file, input_size, mean, std, threads, providers)
-    try:
-        config = CameraConfig(source=source, headless=headless, save=save, max_frames=max_frames,
-                              read_timeout_s=read_timeout, reconnects=reconnects)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    config = CameraConfig(source=source, headless=headless, save=save, max_frames=max_frames,
+                          read_timeout_s=read_timeout, reconnects=reconnects)
 
     def show(idx: int, label: str, prob: float) -> None:
         click.echo(f"frame {idx:6d}  {label}  {prob:.3f}")
 
-    try:
-        stats = run_camera(clf, config, on_prediction=show if print_predictions else None,
-                           log=lambda msg: click.echo(f"note: {msg}", err=True))
-    except CameraError as exc:
-        raise click.ClickException(str(exc)) from None
+    stats = run_camera(clf, config, on_prediction=show if print_predictions else None,
+                       log=lambda msg: click.echo(f"note: {msg}", err=True))
     click.echo(stats.format())
     if save is not None and stats.frames:
         click.echo(f"saved {save}")
     if json_stats is not None:
         from edgeclf._io import write_json
 
-        try:
-            write_json(json_stats, stats.to_dict())
-        except OSError as exc:
-            raise click.ClickException(f"{json_stats}: cannot write stats ({exc.strerror or exc})") from None
+        write_json(json_stats, stats.to_dict())  # atomic; an OSError names ``json_stats``
     if not stats.ok:
         raise click.ClickException(f"run ended early: {stats.end_reason}")

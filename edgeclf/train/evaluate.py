@@ -1,7 +1,10 @@
-"""Evaluate a float Keras model on the test split and write the metrics/plots of a model directory."""
+"""Evaluate a float Keras model on the test split and write the metrics/plots of a model directory;
+``evaluate_dir`` re-evaluates an existing model directory (``edgeclf eval``)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,7 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str]) 
     return {
         "top1_acc": round(top1_accuracy(probs, y), 4),
         "loss": round(cross_entropy(probs, y), 4),
-        "n_test": int(len(y)),
+        "n_test": len(y),
         "per_class": per_class_report(cm, class_names),
         "confusion_matrix": cm.tolist(),
     }
@@ -41,7 +44,7 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str]) 
 
 def write_eval_artifacts(model_dir: Path, metrics: dict, history: list[dict] | None) -> None:
     """Write metrics.json, confusion_matrix.png and (with a history) curves.png into ``model_dir``."""
-    from edgeclf.plots import confusion_matrix_plot, training_curves
+    from edgeclf.train.plots import confusion_matrix_plot, training_curves
 
     write_json(model_dir / "metrics.json", metrics)
     names = list(metrics["per_class"])
@@ -49,3 +52,27 @@ def write_eval_artifacts(model_dir: Path, metrics: dict, history: list[dict] | N
                           title=f"test top-1 {metrics['top1_acc']:.2%} ({metrics['n_test']} images)")
     if history:
         training_curves(history, model_dir / "curves.png")
+
+
+def evaluate_dir(model_dir: Path, data: str | None = None) -> dict:
+    """Evaluate ``model_dir``'s model.keras on the test split of its config's data (or ``data``).
+
+    Rewrites metrics.json (keeping training facts) and confusion_matrix.png. Returns the metrics.
+
+    Raises:
+        FileNotFoundError / ValueError: not a model directory or a malformed one.
+        edgeclf.errors.DataError: the data can't be loaded.
+    """
+    from edgeclf.data import load_dataset
+    from edgeclf.models.io import load_keras_model
+    from edgeclf.train.config import load_config
+
+    cfg = load_config(model_dir)
+    dcfg = replace(cfg.data, source=data) if data else cfg.data
+    model = load_keras_model(model_dir)
+    ds = load_dataset(dcfg, channels=int(model.input_shape[-1]))
+    metrics_path = Path(model_dir) / "metrics.json"
+    old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    m = {**old, **evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)}
+    write_eval_artifacts(Path(model_dir), m, None)
+    return m

@@ -1,4 +1,4 @@
-"""Matplotlib figures (Agg backend, written atomically as PNG). matplotlib is imported lazily."""
+"""Training figures: learning curves and the confusion matrix (Agg PNGs via :mod:`edgeclf._mpl`)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf._io import atomic_path
-
-
-def _plt():
-    try:
-        import matplotlib
-    except ImportError as exc:  # pragma: no cover
-        raise ImportError("plots need matplotlib: pip install 'edgeclf[train]'") from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    _plt().close(fig)
-    return path
+from edgeclf._mpl import pyplot as _plt
+from edgeclf._mpl import save_png as _save
 
 
 def training_curves(history: list[dict], path: Path) -> Path:

@@ -1,0 +1,58 @@
+"""The ``edgeclf`` command line: thin click commands that build a config and call the library.
+
+Heavy modules (TensorFlow) are imported inside the commands that need them, so ``edgeclf predict``
+and ``edgeclf webcam`` never load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from edgeclf import __version__
+from edgeclf.cli.bench import bench_cmd
+from edgeclf.cli.export import export_cmd
+from edgeclf.cli.runtime import predict_cmd, webcam_cmd
+from edgeclf.cli.train import eval_cmd, train_cmd
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "tf2onnx", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="edgeclf")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """edgeclf: train an image classifier, prune + int8-quantize it, export TFLite/ONNX, run it on the edge.
+
+    \b
+    Typical flow:
+      edgeclf train --model cnn --data cifar10            # -> export/cifar10-cnn/
+      edgeclf export export/cifar10-cnn --quantize int8   # -> .tflite/.onnx + manifest.json
+      edgeclf predict export/cifar10-cnn photo.jpg
+      edgeclf bench export/cifar10-cnn
+    """
+    _setup_logging(verbose)
+
+
+cli.add_command(train_cmd, "train")
+cli.add_command(eval_cmd, "eval")
+cli.add_command(predict_cmd, "predict")
+cli.add_command(webcam_cmd, "webcam")
+cli.add_command(export_cmd, "export")
+cli.add_command(bench_cmd, "bench")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="edgeclf")
+
+
+if __name__ == "__main__":
+    main()

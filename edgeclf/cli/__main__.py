@@ -1,0 +1,5 @@
+"""``python -m edgeclf.cli ...``: the same as the ``edgeclf`` console script."""
+
+from edgeclf.cli import main
+
+main()

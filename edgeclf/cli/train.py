@@ -1,0 +1,140 @@
+"""``edgeclf train`` and ``edgeclf eval``: build a TrainConfig from the model's recipe and the options
+given, call the library, print the result. TensorFlow is imported only inside the commands."""
+
+from __future__ import annotations
+
+import click
+
+from edgeclf.cli._errors import user_errors
+from edgeclf.cli.options import parse_size
+from edgeclf.errors import ConfigError
+from edgeclf.models import MODEL_OPTIONS, MODELS
+
+_AUGMENT_OPTIONS = ("translate", "rotate", "zoom", "cutout")
+_TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "batch_size", "optimizer", "lr", "fine_tune_lr",
+                 "weight_decay", "label_smoothing")
+_MODEL_FIELDS = ("width", "alpha", "img_size", "weights", "dropout")
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _refuse_unused_options(ctx: click.Context, spec, augment: bool) -> None:
+    """Refuse options the run would ignore (another model's options; augmentation amounts with
+    --no-augment) instead of silently dropping them. Which options apply comes from the model spec."""
+    from click.core import ParameterSource
+
+    def given(names):
+        return [n for n in names if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+
+    by_needs: dict[str, list[str]] = {}
+    for n in given(sorted(MODEL_OPTIONS - spec.options)):
+        owners = " or ".join(m for m, s in MODELS.items() if n in s.options)
+        by_needs.setdefault(f"--model {owners}", []).append(_flag(n))
+    if not augment and given(_AUGMENT_OPTIONS):
+        by_needs["--augment"] = [_flag(n) for n in given(_AUGMENT_OPTIONS)]
+    for needs, flags in by_needs.items():
+        raise click.UsageError(f"{', '.join(flags)} only appl{'ies' if len(flags) == 1 else 'y'} with {needs}")
+
+
+def _model_help() -> str:
+    return "Architecture. " + "; ".join(f"{n}: {s.summary}" for n, s in MODELS.items()) + "."
+
+
+@click.command("train")
+@click.option("--model", "model_name", type=click.Choice(list(MODELS)), default="cnn", show_default=True,
+              help=_model_help())
+@click.option("--data", default="cifar10", show_default=True,
+              help="cifar10, fashion_mnist (Keras loaders; Fashion-MNIST falls back to Debian's IDX files), or DIR "
+                   "with train/ and test/ (or val/) class folders, or one class-folder tree.")
+@click.option("--input-size", default=None, help="Resize images to HxW (default: the dataset's native size).")
+@click.option("--epochs", type=click.IntRange(min=0), default=None,
+              help="Epochs (mobilenet_v2: fine-tuning epochs after --head-epochs). Default per model.")
+@click.option("--head-epochs", type=click.IntRange(min=0), default=None,
+              help="mobilenet_v2 phase 1: epochs training only the head, base frozen.")
+@click.option("--fine-tune-layers", type=int, default=None,
+              help="mobilenet_v2 phase 2: last N base layers made trainable (-1 = all; BatchNorm stays frozen).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step. Default per model.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Default per model.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (warm-up + cosine decay). Default per model.")
+@click.option("--fine-tune-lr", type=float, default=None, help="mobilenet_v2 phase-2 peak learning rate.")
+@click.option("--weight-decay", type=float, default=None, help="Decoupled weight decay. Default per model.")
+@click.option("--label-smoothing", type=float, default=None, help="Cross-entropy label smoothing. Default per model.")
+@click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Early stopping on validation top-1 after N epochs without improvement (0 = off); "
+                   "the best weights are always restored.")
+@click.option("--val-split", type=float, default=0.1, show_default=True,
+              help="Fraction of train held out (stratified) for validation.")
+@click.option("--limit", type=click.IntRange(min=10), default=None,
+              help="Stratified random subset of N training images (and N/5 test images) for quick runs.")
+@click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
+              help="'balanced' weights the loss by inverse class frequency (imbalanced data).")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="On-the-fly augmentation: flip + translate (+ --rotate/--zoom/--cutout).")
+@click.option("--translate", type=click.IntRange(min=0), default=4, show_default=True, help="Max shift in pixels.")
+@click.option("--rotate", type=float, default=0.0, show_default=True, help="Max rotation in degrees.")
+@click.option("--zoom", type=float, default=0.0, show_default=True, help="Max zoom fraction.")
+@click.option("--cutout", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Side in pixels of a random square erased per image (0 = off).")
+@click.option("--width", type=click.IntRange(min=4), default=32, show_default=True, help="cnn: base channel width.")
+@click.option("--weights", default=None,
+              help="Pretrained base weights: imagenet (Keras download, default), none, or a path to an .h5 file.")
+@click.option("--alpha", type=float, default=None, help="MobileNet width multiplier [default: 1.0].")
+@click.option("--img-size", type=click.IntRange(min=32), default=None,
+              help="Transfer models: internal input size in pixels, resized inside the model [default: 96].")
+@click.option("--dropout", type=float, default=None, help="Dropout before the classifier (default 0.2).")
+@click.option("--mixed-precision", is_flag=True,
+              help="Train in mixed_bfloat16 (only faster on CPUs with AMX/AVX512-BF16); saves float32.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--name", default="", help="Model directory name (default <dataset>-<model>).")
+@click.option("--out", default="export", show_default=True, help="Output root; the model directory is OUT/NAME.")
+@user_errors
+def train_cmd(**opts):
+    """Train a model and write its model directory (model.keras, metrics, plots, labels, config).
+
+    Defaults come from the model's recipe (its ModelSpec); the options given override them.
+    """
+    from edgeclf.data import AugmentConfig, DataConfig
+    from edgeclf.models import ModelConfig, get_spec
+    from edgeclf.train.config import TrainConfig
+
+    spec = get_spec(opts["model_name"])
+    _refuse_unused_options(click.get_current_context(), spec, opts["augment"])
+    try:
+        mcfg = ModelConfig(name=spec.name, **{k: opts[k] for k in _MODEL_FIELDS if opts[k] is not None})
+        dcfg = DataConfig(source=opts["data"], image_size=parse_size(opts["input_size"]),
+                          val_split=opts["val_split"], limit=opts["limit"], seed=opts["seed"])
+        acfg = (AugmentConfig(translate_px=opts["translate"], rotate_deg=opts["rotate"], zoom=opts["zoom"],
+                              cutout_px=opts["cutout"]) if opts["augment"]
+                else AugmentConfig(flip=False, translate_px=0))
+        cfg = TrainConfig.from_recipe(
+            mcfg, {k: opts[k] for k in _TRAIN_FIELDS}, data=dcfg, augment=acfg, patience=opts["patience"],
+            class_weight=opts["class_weight"], mixed_precision=opts["mixed_precision"], seed=opts["seed"],
+            name=opts["name"], out=opts["out"])
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    from edgeclf.train import train
+
+    try:
+        result = train(cfg)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted before the first epoch finished; nothing was written") from None
+    m = result.metrics
+    click.echo(f"{'interrupted; ' if result.interrupted else ''}test top-1 accuracy {m['top1_acc']:.4f} on "
+               f"{m['n_test']} images, {m['params']:,} params, {m['flops_per_image'] / 1e6:.1f} MFLOPs/image, "
+               f"trained in {m['train_seconds']:.0f} s -> {result.model_dir}")
+
+
+@click.command("eval")
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--data", default=None, help="Evaluate on this data instead of the one in config.json.")
+@user_errors
+def eval_cmd(model_dir, data):
+    """Re-evaluate MODEL_DIR/model.keras on the test split; rewrites metrics.json and confusion_matrix.png."""
+    from pathlib import Path
+
+    from edgeclf.train.evaluate import evaluate_dir
+
+    m = evaluate_dir(Path(model_dir), data)
+    click.echo(f"test top-1 accuracy {m['top1_acc']:.4f} (loss {m['loss']:.4f}) on {m['n_test']} images")

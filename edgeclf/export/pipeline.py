@@ -1,0 +1,268 @@
+"""``export_model(model_dir, cfg) -> ExportResult``: prune, quantize, export, validate, write the manifest.
+
+Steps (one log line each, with timing):
+
+1. load ``model.keras``, ``config.json`` and the data; float top-1 on the test images;
+2. optionally prune (:mod:`.prune`) and QAT (:mod:`.qat`);
+3. for each (format, precision) from the registry (:mod:`.registry`): write the file to a temporary
+   name, check it (ONNX checker, int8 weight tensors), validate it on the runtime (:mod:`.validate`),
+   apply the accuracy gate, rename it into place and add its manifest entry. A failing artifact
+   leaves neither a file nor a manifest entry (unless ``allow_drop``: kept, status "validation failed").
+
+Raises :class:`AccuracyGateError` at the end if any artifact failed the gate (the others are kept).
+TensorFlow is imported inside :func:`export_model` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf.errors import AccuracyGateError, ExportError, ModelLoadError
+from edgeclf.export.config import ExportConfig, ExportJob, Format, Precision
+from edgeclf.runtime.manifest import (
+    MANIFEST_NAME,
+    ArtifactEntry,
+    ArtifactStatus,
+    InputSpec,
+    Manifest,
+    QuantParams,
+    read_manifest,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+EXPORT_CONFIG_NAME = "export_config.json"   # the resolved ExportConfig and the pruning report of the last export
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote.
+
+    Attributes:
+        model_dir: the model directory; manifest_path: its manifest.json.
+        float_top1_acc: top-1 fraction of the float Keras model on the ``n_images`` validation images.
+        artifacts: the manifest entries written by this export, in export order.
+        failures: file name -> one-line reason, for artifacts that failed the accuracy gate (no file
+            and no manifest entry was written for them).
+        sparsity: the pruning report (``PruneReport.to_dict()``), or None without ``--prune``.
+    """
+
+    model_dir: Path
+    manifest_path: Path
+    float_top1_acc: float
+    n_images: int
+    artifacts: list[ArtifactEntry] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    sparsity: dict | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactContext:
+    """What every artifact of one export is written into and checked against.
+
+    Attributes:
+        model_dir: where the artifact files go.
+        x_val: float32 (N, H, W, C) RGB/grey [0, 255] validation images.
+        y_val: int (N,) their class indices.
+        float_probs: float32 (N, num_classes) of the float Keras model on ``x_val``.
+        float_top1_acc: the float model's top-1 fraction on ``x_val``.
+        sparsity: fraction of zero Conv/Dense kernel weights of the model being exported.
+        progress: tqdm bars during validation.
+    """
+
+    model_dir: Path
+    x_val: np.ndarray
+    y_val: np.ndarray
+    float_probs: np.ndarray
+    float_top1_acc: float
+    sparsity: float
+    progress: bool
+
+
+@contextmanager
+def _step(name: str):
+    t0 = time.perf_counter()
+    log.info("[export] %s ...", name)
+    yield
+    log.info("[export] %s done in %.1f s", name, time.perf_counter() - t0)
+
+
+def _test_subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if n is None or n >= len(y):
+        return x, y
+    from edgeclf.data.dataset import stratified_subset
+
+    idx = np.sort(stratified_subset(y, n, seed))
+    return x[idx], y[idx]
+
+
+def _manifest(model_dir: Path, input_shape: tuple, model_name: str, class_names: list[str],
+              dataset: str) -> Manifest:
+    """A new manifest for ``model_dir``, keeping the earlier entries whose files still exist when the
+    input spec and labels are unchanged.
+
+    Raises:
+        ManifestError: an existing manifest.json is unreadable or from a newer edgeclf (it is never
+            overwritten silently).
+    """
+    h, w, c = (int(d) for d in input_shape[1:4])
+    spec = InputSpec(height=h, width=w, channels=c, color_order="GRAY" if c == 1 else "RGB")
+    new = Manifest(name=model_dir.name, input=spec, labels=list(class_names), model=model_name, dataset=dataset)
+    if not (model_dir / MANIFEST_NAME).is_file():
+        return new
+    old = read_manifest(model_dir)
+    if old.input == spec and old.labels == new.labels:
+        new.artifacts = [a for a in old.artifacts if (model_dir / a.file).is_file()]
+    return new
+
+
+def _quant_params(tensor) -> QuantParams | None:
+    """QuantParams of an int8/uint8 :class:`~edgeclf.runtime.base.TensorInfo`, None for a float tensor."""
+    if not tensor.quantized:
+        return None
+    return QuantParams(dtype=str(tensor.dtype), scale=tensor.scale, zero_point=tensor.zero_point)
+
+
+def _quantizer(fmt: Format, job: ExportJob) -> str | None:
+    """The tool chain that made an int8 file (see :attr:`ArtifactEntry.quantizer`), None otherwise."""
+    if job.precision is not Precision.INT8:
+        return None
+    if job.quantization_aware:
+        return "qat+converter" + ("+tf2onnx" if fmt is Format.ONNX else "")
+    return job.config.onnx_int8.value if fmt is Format.ONNX else job.config.tflite_int8.value
+
+
+def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tuple[ArtifactEntry, str | None]:
+    """Write, check and validate one artifact; returns its entry and the gate failure message (or None).
+
+    Raises:
+        ExportError: an int8 file without int8 weight tensors.
+        AccuracyGateError: the gate failed and ``allow_drop`` is off (no file was left behind).
+    """
+    from edgeclf._io import atomic_path, gzip_size, sha256_file
+    from edgeclf._versions import tool_versions
+    from edgeclf.export import artifacts, registry, validate
+    from edgeclf.runtime import load_classifier
+
+    cfg, precision = job.config, job.precision
+    name = cfg.file_name(fmt, precision)
+    with _step(f"{name}: convert + validate"), atomic_path(ctx.model_dir / name) as tmp:
+        registry.exporter(fmt, precision)(model, tmp, job)
+        weights = artifacts.int8_weight_report(tmp)
+        if precision is Precision.INT8 and weights.int8_kernel_params == 0:
+            raise ExportError(f"{name}: the int8 export contains no int8 weight tensors")
+        v = validate.validate_file(tmp, ctx.x_val, ctx.y_val, ctx.float_probs, ctx.float_top1_acc, ctx.progress)
+        failure = validate.gate_message(name, v, cfg.max_accuracy_drop_pp)
+        clf = load_classifier(tmp)
+        quant_in, quant_out = _quant_params(clf.input_tensor), _quant_params(clf.output_tensor)
+        clf.close()
+        entry = ArtifactEntry(
+            file=name, format=fmt, precision=precision, sparsity=ctx.sparsity,
+            quantization_aware=job.quantization_aware, quantizer=_quantizer(fmt, job),
+            sha256=sha256_file(tmp), size_bytes=tmp.stat().st_size, size_gzip_bytes=gzip_size(tmp),
+            input_quantization=quant_in, output_quantization=quant_out, int8_weights=weights, validation=v,
+            status=ArtifactStatus.OK if failure is None else ArtifactStatus.VALIDATION_FAILED,
+            tools=tool_versions(), created=artifacts.utc_now())
+        if failure is not None and not cfg.allow_drop:
+            raise AccuracyGateError(failure)
+    if failure is not None:
+        log.warning("%s", failure)
+    return entry, failure
+
+
+def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True) -> ExportResult:
+    """Export ``model_dir``'s float model to every (format, precision) of ``cfg`` and validate each file.
+
+    Args:
+        model_dir: a directory from ``edgeclf train`` (model.keras, config.json).
+        cfg: what to make; see :class:`ExportConfig`.
+        progress: tqdm bars during validation.
+
+    Returns:
+        ExportResult; MODEL_DIR/manifest.json lists every artifact written (earlier entries whose
+        files still exist are kept).
+
+    Raises:
+        ModelLoadError: ``model_dir`` is not a directory. FileNotFoundError / ConfigError: no or
+            a malformed config.json or model.keras.
+        ManifestError: the existing manifest.json is unreadable or from a newer edgeclf.
+        edgeclf.data.DataError: the data can't be loaded.
+        ExportError: an int8 file came out without int8 weights.
+        AccuracyGateError: an artifact dropped more than ``cfg.max_accuracy_drop_pp`` points (and
+            ``allow_drop`` is False); its file and entry were not written, the others were.
+    """
+    from edgeclf._io import write_json
+    from edgeclf._keras import set_seed
+    from edgeclf.data import load_dataset
+    from edgeclf.data.dataset import representative_images
+    from edgeclf.export.prune import FINE_TUNE_LR_FACTOR, FineTune
+    from edgeclf.metrics import top1_accuracy
+    from edgeclf.models.io import load_keras_model
+    from edgeclf.train.config import load_config
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"{model_dir}: not a directory (expected an edgeclf model directory)")
+    jobs = cfg.jobs()
+    set_seed(cfg.seed)
+    with _step("load model and data"):
+        train_cfg = load_config(model_dir)
+        model = load_keras_model(model_dir)
+        dcfg = replace(train_cfg.data, source=cfg.data) if cfg.data else train_cfg.data
+        ds = load_dataset(dcfg, channels=int(model.input_shape[-1]), progress=progress)
+        x_val, y_val = _test_subset(ds.x_test, ds.y_test, cfg.val_samples, cfg.seed)
+        x_val = x_val.astype(np.float32)
+        float_probs = model.predict(x_val, batch_size=256, verbose=0)
+        float_acc = top1_accuracy(float_probs, y_val)
+        rep = representative_images(ds.x_train, ds.y_train, cfg.calibration_samples, cfg.seed)
+    log.info("[export] float model: top-1 %.4f on %d test images; %d calibration images", float_acc, len(y_val),
+             len(rep))
+    manifest = _manifest(model_dir, model.input_shape, train_cfg.model.name, ds.class_names, ds.name)
+    manifest.float_top1_acc = round(float_acc, 5)
+    result = ExportResult(model_dir, model_dir / MANIFEST_NAME, float_acc, len(y_val))
+
+    ft = FineTune(x_train=ds.x_train, y_train=ds.y_train, num_classes=ds.num_classes,
+                  batch_size=cfg.batch_size or train_cfg.batch_size, lr=train_cfg.lr * FINE_TUNE_LR_FACTOR,
+                  label_smoothing=train_cfg.label_smoothing, optimizer=train_cfg.optimizer.value, seed=cfg.seed,
+                  augment=train_cfg.augment)
+    sparsity = 0.0
+    if cfg.prune_sparsity:
+        from edgeclf.export.prune import prune_model
+
+        with _step(f"prune to {cfg.prune_sparsity:.0%} ({cfg.prune_epochs} epochs)"):
+            model, report = prune_model(load_keras_model(model_dir), ft, cfg.prune_sparsity, cfg.prune_epochs)
+        result.sparsity = report.to_dict()
+        sparsity = report.kernel_sparsity
+    qat_model = None
+    if cfg.qat:
+        from edgeclf.export.qat import quantize_aware
+
+        with _step(f"quantization-aware training ({cfg.qat_epochs} epochs)"):
+            qat_model = quantize_aware(model, ft, cfg.qat_epochs, preserve_sparsity=bool(cfg.prune_sparsity))
+
+    ctx = ArtifactContext(model_dir=model_dir, x_val=x_val, y_val=y_val, float_probs=float_probs,
+                          float_top1_acc=float_acc, sparsity=sparsity, progress=progress)
+    for fmt, precision in jobs:
+        use_qat = qat_model is not None and precision is Precision.INT8
+        job = ExportJob(precision=precision, config=cfg, representative=rep,
+                        metadata=manifest.embedded_metadata(precision, sparsity), quantization_aware=use_qat)
+        try:
+            entry, _ = _export_one(qat_model if use_qat else model, fmt, job, ctx)
+        except AccuracyGateError as exc:
+            result.failures[cfg.file_name(fmt, precision)] = str(exc)
+            continue
+        manifest.upsert_artifact(entry)
+        result.artifacts.append(entry)
+        write_manifest(model_dir, manifest)
+    write_manifest(model_dir, manifest)
+    write_json(model_dir / EXPORT_CONFIG_NAME, {"config": cfg.to_dict(), "sparsity": result.sparsity,
+                                                "float_top1_acc": round(float_acc, 5), "n_images": len(y_val)})
+    if result.failures:
+        raise AccuracyGateError("; ".join(result.failures.values()), result)
+    return result

@@ -1,0 +1,104 @@
+"""The ONE optimizer factory and ``fit`` used by training, pruning and quantization-aware training.
+
+``edgeclf.train.loop`` (training runs) and ``edgeclf.export.prune`` / ``edgeclf.export.qat``
+(fine-tuning during export) all compile and fit through :func:`fit`, so the loss, the optimizer,
+the learning-rate schedule and the input pipeline are defined once. Imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeclf._keras import keras, tf
+from edgeclf.data.config import AugmentConfig
+from edgeclf.data.pipeline import make_dataset
+from edgeclf.train.config import Optimizer
+from edgeclf.train.schedules import WarmupCosine
+
+log = logging.getLogger(__name__)
+
+#: Variables whose names contain one of these are not weight-decayed (BatchNorm, biases).
+NO_DECAY = ("bn", "bias", "gamma", "beta")
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """How to fit: optimizer, schedule, loss and batches.
+
+    Attributes:
+        optimizer: ``sgd`` (momentum 0.9, Nesterov) or ``adam`` (AdamW when ``weight_decay`` > 0).
+        lr: peak learning rate; linear warm-up over ``warmup_fraction`` of the steps, then cosine
+            decay to 0 (:class:`~edgeclf.train.schedules.WarmupCosine`).
+        weight_decay: decoupled weight decay (Loshchilov & Hutter 2019), 0 = none; never applied to
+            BatchNorm parameters or biases.
+        label_smoothing: of the categorical cross-entropy (Szegedy et al. 2016).
+        batch_size: images per step.
+        warmup_fraction: in [0, 1).
+        augment: training augmentation (None = none), applied in the tf.data pipeline.
+        seed: shuffle/augmentation seed.
+    """
+
+    optimizer: Optimizer
+    lr: float
+    batch_size: int
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    warmup_fraction: float = 0.0
+    augment: AugmentConfig | None = None
+    seed: int = 0
+
+    def steps(self, n_images: int, epochs: int) -> int:
+        """Optimizer steps of ``epochs`` epochs over ``n_images`` images."""
+        return epochs * int(np.ceil(n_images / self.batch_size))
+
+
+def make_optimizer(kind: Optimizer, schedule, weight_decay: float):
+    """A Keras optimizer: Nesterov SGD (momentum 0.9) or Adam/AdamW, BN/bias excluded from decay."""
+    wd = weight_decay or None
+    if Optimizer(kind) is Optimizer.SGD:
+        opt = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=wd)
+    else:
+        opt = keras.optimizers.AdamW(schedule, weight_decay=wd) if wd else keras.optimizers.Adam(schedule)
+    if wd:
+        opt.exclude_from_weight_decay(var_names=list(NO_DECAY))
+    return opt
+
+
+def fit(model, x: np.ndarray, y: np.ndarray, num_classes: int, plan: FitPlan, epochs: int,
+        callbacks: Sequence = (), validation: tuple[np.ndarray, np.ndarray] | None = None,
+        class_weight: dict[int, float] | None = None, initial_epoch: int = 0):
+    """Compile ``model`` with ``plan`` and fit it for ``epochs`` epochs.
+
+    Args:
+        model: a Keras classifier, float32 (N, H, W, C) [0, 255] -> (N, num_classes) probabilities.
+        x: uint8 (N, H, W, C) training images, 0-255; y: int (N,) labels.
+        num_classes: C.
+        plan: optimizer/schedule/loss/batch settings.
+        epochs: epochs to train (the schedule spans exactly these epochs).
+        callbacks: Keras callbacks.
+        validation: optional (uint8 images, int labels) evaluated after every epoch.
+        class_weight: optional per-class loss weights.
+        initial_epoch: epoch index to start counting from (for history/logging).
+
+    Returns:
+        keras.callbacks.History.
+    """
+    def one_hot(a, b):
+        return a, tf.one_hot(b, num_classes)
+
+    train = make_dataset(x, y, plan.batch_size, True, plan.augment, plan.seed).map(one_hot)
+    val = None
+    if validation is not None and len(validation[0]):
+        val = make_dataset(validation[0], validation[1], 256, False).map(one_hot)
+    steps = plan.steps(len(x), epochs)
+    schedule = WarmupCosine(plan.lr, steps, int(plan.warmup_fraction * steps))
+    model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=plan.label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    return model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                     callbacks=list(callbacks), class_weight=class_weight,
+                     verbose=1 if log.isEnabledFor(logging.INFO) else 2)
