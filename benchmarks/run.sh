@@ -34,8 +34,11 @@ if [[ -z "${EDGECLF:-}" ]]; then
   if [[ -x .venv/bin/edgeclf ]]; then EDGECLF=.venv/bin/edgeclf; else EDGECLF=edgeclf; fi
 fi
 
-# the edge formats `edgeclf export` makes by default; any missing one triggers an export
-DEFAULT_ARTIFACTS="model_fp32.tflite model_fp16.tflite model_dynamic.tflite model_int8.tflite model_fp32.onnx model_int8.onnx"
+# the edge formats `edgeclf export` makes by default (edgeclf.runtime.manifest.DEFAULT_ARTIFACTS);
+# any missing one triggers an export
+PYTHON="$(dirname "$EDGECLF")/python"; [[ -x "$PYTHON" ]] || PYTHON=python3
+DEFAULT_ARTIFACTS="$("$PYTHON" -c 'from edgeclf.runtime.manifest import DEFAULT_ARTIFACTS as d
+print(" ".join(f"model_{p.value}.{f.value}" for f, p in d))')"
 
 missing_artifacts() {  # dir -> 0 if any default artifact is missing
   local dir=$1 f

@@ -1,0 +1,73 @@
+"""Print the README table "edgeclf vs the original notebooks" from committed results files.
+
+Usage: python benchmarks/notebook_table.py [RESULTS_ROOT]   (default benchmarks/results)
+
+The notebooks' numbers are what the original notebooks state (not re-measured here); every
+edgeclf row comes from ``<results>/<run>/training/metrics.json`` and ``config.json`` (written by
+``edgeclf train``) and, for the CPU, the ``machine.json`` that ``edgeclf bench`` wrote beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+# (label, top-1 as the notebook states it, what the notebook was)
+NOTEBOOKS = (
+    ("seed CNN notebook", "~82 %", "Keras CNN from scratch (claimed by the notebook)"),
+    ("ResNet50 transfer notebook", "88.82 %", "ImageNet ResNet50 transfer learning (claimed by the notebook)"),
+)
+# results directories of edgeclf runs, in table order
+RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn", "cifar10-mobilenet_v2")
+
+
+def _cpu(run_dir: Path) -> str:
+    for path in (run_dir / "machine.json", run_dir / "training" / "machine.json"):
+        if path.is_file():
+            m = json.loads(path.read_text())
+            flags = m.get("simd_flags", {})
+            isa = "AVX-512+VNNI+BF16" if flags.get("avx512_bf16") else "AVX-512" if flags.get("avx512f") else (
+                "AVX2 only" if flags.get("avx2") else "?")
+            return f"{m.get('cpu_model', '?')} ({isa}), {m.get('usable_cores', '?')} cores"
+    return "-"
+
+
+def _command(cfg: dict) -> str:
+    """The `edgeclf train` command of a run: the model options that apply to it and differ from the
+    defaults (the registry says which apply), with the data and weights paths as in this repo."""
+    from edgeclf.models import MODELS, ModelConfig
+
+    model = cfg["model"]
+    parts = ["edgeclf train", f"--model {model['name']}", "--data ../shared/datasets/cifar10-jpg", "--val-split 0"]
+    defaults = ModelConfig(name=model["name"])
+    for opt in sorted(MODELS[model["name"]].options & set(model)):
+        if model[opt] != getattr(defaults, opt):
+            value = ("../shared/weights/" + Path(model[opt]).name) if opt == "weights" else model[opt]
+            parts.append(f"--{opt.replace('_', '-')} {value}")
+    return " ".join(parts)
+
+
+def table(root: Path) -> str:
+    """The Markdown table (one row per notebook claim and per results directory found)."""
+    rows = ["| model | test top-1 (CIFAR-10 test, 10,000 images) | epochs | train wall time | train images/s "
+            "| params / MACs per image | CPU | command |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, acc, what in NOTEBOOKS:
+        rows.append(f"| {label} | {acc} | - | - | - | - | - | {what} |")
+    for run in RUNS:
+        d = root / run
+        mpath, cpath = d / "training" / "metrics.json", d / "training" / "config.json"
+        if not (mpath.is_file() and cpath.is_file()):
+            continue
+        m, cfg = json.loads(mpath.read_text()), json.loads(cpath.read_text())
+        secs, epochs = float(m["train_seconds"]), int(m["epochs_run"])
+        ips = m["n_train"] * epochs / secs if secs else 0.0
+        rows.append(f"| edgeclf `{m['model']}` ({run}) | **{m['top1_acc']:.2%}** | {epochs} | {secs:,.0f} s "
+                    f"| {ips:,.0f} | {m['params'] / 1e6:.2f} M / {m['macs_per_image'] / 1e6:.0f} M | {_cpu(d)} "
+                    f"| `{_command(cfg)}` |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table(Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results")))
