@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from conftest import TINY_CLASSES, synthetic_image, write_image_folders
 
-from edgeclf.data import AugmentConfig, DataConfig, DataError, Dataset, balanced_class_weights, load_dataset
+from edgeclf.data import (
+    AugmentConfig,
+    DataConfig,
+    DataError,
+    Dataset,
+    balanced_class_weights,
+    load_dataset,
+    native_size,
+)
 from edgeclf.data.builtin import FASHION_MNIST_IDX_DIR, load_fashion_mnist_idx, read_idx
 from edgeclf.data.dataset import representative_images, stratified_split, stratified_subset
 
@@ -202,6 +210,20 @@ def test_missing_directory(tmp_path):
     (tmp_path / "only_train" / "train").mkdir(parents=True)
     with pytest.raises(DataError, match=str(tmp_path / "only_train" / "train")):
         _load(tmp_path / "only_train")
+
+
+def test_native_size_of_folders_and_builtins(tmp_path):
+    assert native_size(DataConfig(source="cifar10")) == (32, 32)
+    assert native_size(DataConfig(source="fashion_mnist")) == (28, 28)
+    rng = np.random.default_rng(0)
+    # the most common size among the training images (the test split is not looked at)
+    for i, (h, w) in enumerate([(40, 60), (40, 60), (50, 50)]):
+        _write(tmp_path / "d" / "train" / "blobs" / f"{i}.png", cv2.resize(synthetic_image("blobs", rng), (w, h)))
+    _write(tmp_path / "d" / "test" / "blobs" / "0.png", synthetic_image("blobs", rng, 90))
+    assert native_size(DataConfig(source=str(tmp_path / "d"))) == (40, 60)
+    assert load_dataset(DataConfig(source=str(tmp_path / "d"), val_split=0.0), progress=False).input_shape == (40, 60, 3)
+    with pytest.raises(DataError, match="not a directory"):
+        native_size(DataConfig(source=str(tmp_path / "nope")))
 
 
 def test_limit_is_a_stratified_subset_keeping_every_class(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from _runtime_fixtures import LABELS, SIZE, build_models
 from edgeclf.preprocess import to_model_batch
 from edgeclf.runtime import ModelLoadError, load_classifier
 from edgeclf.runtime.base import Classifier, TensorInfo
-from edgeclf.runtime.loader import NO_METADATA
+from edgeclf.runtime.loader import NO_LABELS, NO_SIZE
 from edgeclf.runtime.manifest import InputSpec
 from edgeclf.runtime.tflite_metadata import add_metadata, list_metadata, read_metadata
 
@@ -138,14 +139,35 @@ def test_newer_embedded_metadata_is_refused(models, tmp_path):
 
 
 # -- spec resolution order -----------------------------------------------------------------------
-def test_no_metadata_needs_explicit_spec(models):
+def test_no_metadata_size_from_shape_labels_needed(models, caplog):
+    """A bare model: the size comes from its fixed input shape; labels are never guessed."""
     for name in ("model_int8.tflite", "model_fp32.onnx"):
-        with pytest.raises(ModelLoadError, match=NO_METADATA):
+        with pytest.raises(ModelLoadError, match=re.escape(NO_LABELS)):
             load_classifier(models.bare_dir / name)
-        clf = load_classifier(models.bare_dir / name, labels_file=models.bare_dir / "labels.txt",
-                              input_size=(SIZE, SIZE))
+        caplog.clear()
+        clf = load_classifier(models.bare_dir / name, labels_file=models.bare_dir / "labels.txt")
+        assert (clf.input_spec.height, clf.input_spec.width, clf.input_spec.channels) == (SIZE, SIZE, 3)
+        assert "declares no input normalisation" in caplog.text  # fed 0-255, said out loud
         agree = np.mean(clf.predict(_batch(models)).argmax(1) == models.keras_probs.argmax(1))
         assert agree >= 0.9 and clf.labels == LABELS
+        clf = load_classifier(models.bare_dir / name, labels_file=models.bare_dir / "labels.txt", mean=(0.0,))
+        assert clf.input_spec.mean == (0.0,)
+
+
+def test_dynamic_size_without_metadata_needs_input_size(models, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(models.bare_dir / "model_fp32.onnx"))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    dims[1].dim_param, dims[2].dim_param = "height", "width"
+    dyn = tmp_path / "dynamic.onnx"
+    onnx.save(proto, str(dyn))
+    labels = models.bare_dir / "labels.txt"
+    with pytest.raises(ModelLoadError, match="pass --input-size") as exc:
+        load_classifier(dyn, labels_file=labels)
+    assert str(exc.value) == f"{dyn}: {NO_SIZE}"
+    clf = load_classifier(dyn, labels_file=labels, input_size=(SIZE, SIZE))
+    np.testing.assert_allclose(clf.predict(_batch(models)), models.keras_probs, atol=1e-4)
 
 
 def test_manifest_next_to_file_beats_embedded(models, tmp_path):
@@ -239,3 +261,17 @@ def test_mean_std_and_lut_match_prepare_batch():
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="expected images of shape"):
         clf.predict(np.zeros((1, 5, 5, 3), np.float32))
+
+
+def test_uint8_input_with_its_implied_normalisation_gets_pixels_as_they_are():
+    """mean = zero_point, std = 1 / scale (what the loader takes for a uint8 input nobody describes):
+    q = round(((p - mean) / std) / scale) + zero_point = p, the MediaPipe / Task Library convention."""
+    class _Uint8In(_FakeEngine):
+        def __init__(self):
+            super().__init__(batch=-1)
+            self._in = TensorInfo("x", (-1, 4, 4, 3), np.dtype(np.uint8), 0.0078125, 128)  # MobileNet-quant style
+
+    clf = _Uint8In().bind(InputSpec(4, 4, 3, mean=(128.0,), std=(128.0,)), LABELS)
+    px = np.tile(np.arange(256, dtype=np.float32)[:48].reshape(1, 4, 4, 3), (1, 1, 1, 1))
+    np.testing.assert_array_equal(clf.prepare_batch(px), px.astype(np.uint8))
+    np.testing.assert_array_equal(clf.uint8_lut()[:, 0, 0], np.arange(256))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _runtime_fixtures import LABELS, SIZE, build_models, write_labelled_folder, write_video
+from _runtime_fixtures import LABELS, build_models, write_labelled_folder, write_video
 from click.testing import CliRunner
 
 from edgeclf.cli.runtime import predict_cmd, webcam_cmd
@@ -75,11 +75,11 @@ def test_predict_skips_corrupt_image_with_one_line_warning(models, folder, tmp_p
     assert r.exit_code == 1 and "none of the 1 image(s) could be decoded" in r.output
 
 
-def test_predict_third_party_model_needs_labels_and_size(models, folder):
-    bare = models.bare_dir / "model_int8.tflite"
+def test_predict_model_without_labels_needs_labels(models, folder):
+    bare = models.bare_dir / "model_int8.tflite"  # no metadata at all; fixed 32x32 input shape
     r = _run(predict_cmd, [bare, folder])
-    assert r.exit_code == 1 and "no edgeclf metadata: pass --input-size and --labels" in r.output
-    r = _run(predict_cmd, [bare, folder, "--labels", models.bare_dir / "labels.txt", "--input-size", f"{SIZE}x{SIZE}"])
+    assert r.exit_code == 1 and "the model declares no labels" in r.output and "--labels FILE" in r.output
+    r = _run(predict_cmd, [bare, folder, "--labels", models.bare_dir / "labels.txt"])  # size from the shape
     assert r.exit_code == 0, r.output
     assert "top-1 accuracy:" in r.output
 

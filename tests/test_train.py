@@ -51,7 +51,7 @@ def _assert_png(path: Path) -> None:
 
 
 def _assert_no_leftovers(out: Path, keep: set[str]) -> None:
-    assert {p.name for p in out.iterdir()} == keep  # no '.<name>.partial-*' work directories
+    assert {p.name for p in out.iterdir()} == keep  # no '.<name>.new-*' work directories, no stray checkpoints
 
 
 def _run_cli(args) -> Result:
@@ -203,7 +203,9 @@ def test_interrupted_training_keeps_the_best_weights_and_writes_the_directory(ti
     assert result.interrupted
     d = result.model_dir
     assert set(MODEL_DIR_FILES) <= {p.name for p in d.iterdir()}
-    _assert_no_leftovers(tmp_path, {"stopped"})
+    # the checkpoint stays for --resume (tests/test_resume.py)
+    assert result.checkpoint == tmp_path / ".stopped.partial" and (result.checkpoint / "state.json").is_file()
+    _assert_no_leftovers(tmp_path, {"stopped", ".stopped.partial"})
     m = json.loads((d / "metrics.json").read_text())
     assert m["interrupted"] is True and m["epochs_run"] == 3
     assert len(_history(d)) == 3

@@ -13,6 +13,7 @@ from edgeclf.export.config import (
     DEFAULT_FORMATS,
     DEFAULT_PRECISIONS,
     ExportConfig,
+    Int8Io,
     OnnxInt8Path,
     TfliteInt8Quantizer,
     parse_formats,
@@ -62,6 +63,11 @@ def format_table(result) -> str:
 @click.option("--val-samples", type=int, default=None, help="Test images for validation (default: all).")
 @click.option("--tflite-int8", type=click.Choice([q.value for q in TfliteInt8Quantizer]),
               default=TfliteInt8Quantizer.CONVERTER.value, show_default=True, help="int8 TFLite quantizer.")
+@click.option("--int8-io", type=click.Choice([t.value for t in Int8Io]), default=Int8Io.UINT8.value,
+              show_default=True, help="Input/output type of the int8 .tflite: uint8 runs in MediaPipe Tasks, "
+                                      "the TFLite Task Library, Android and Coral (pixels as they are); int8 "
+                                      "(zero point -128; needed with --tflite-int8 ai-edge-quantizer); float32 "
+                                      "(quantize/dequantize inside). The int8 .onnx keeps int8 I/O.")
 @click.option("--onnx-int8", type=click.Choice([q.value for q in OnnxInt8Path]),
               default=OnnxInt8Path.FROM_TFLITE.value, show_default=True, help="int8 ONNX path.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -69,7 +75,7 @@ def format_table(result) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, calibration_samples, data,
-               max_accuracy_drop, allow_drop, val_samples, tflite_int8, onnx_int8, batch_size, seed):
+               max_accuracy_drop, allow_drop, val_samples, tflite_int8, int8_io, onnx_int8, batch_size, seed):
     """Prune/quantize MODEL_DIR/model.keras, write .tflite/.onnx files, validate each, update manifest.json."""
     try:
         cfg = ExportConfig(formats=parse_formats(formats),
@@ -77,7 +83,8 @@ def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epoch
                            prune_sparsity=prune, prune_epochs=prune_epochs, qat=qat, qat_epochs=qat_epochs,
                            calibration_samples=calibration_samples, data=data,
                            max_accuracy_drop_pp=max_accuracy_drop, allow_drop=allow_drop, val_samples=val_samples,
-                           tflite_int8=TfliteInt8Quantizer(tflite_int8), onnx_int8=OnnxInt8Path(onnx_int8),
+                           tflite_int8=TfliteInt8Quantizer(tflite_int8), int8_io=Int8Io(int8_io),
+                           onnx_int8=OnnxInt8Path(onnx_int8),
                            batch_size=batch_size, seed=seed)
     except ConfigError as exc:
         raise click.UsageError(one_line(exc)) from None

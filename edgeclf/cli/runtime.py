@@ -23,15 +23,17 @@ from edgeclf.cli.options import parse_floats, parse_size
 _MODEL_HELP = "A .tflite/.onnx file, or a model directory with manifest.json (default artifact: int8 .tflite)."
 
 
-def _model_options(threads_default: int | None, threads_help: str):
+def model_options(threads_default: int | None, threads_help: str):
     """Options shared by predict and webcam: how to open the model."""
     options = [
         click.option("--artifact", metavar="FILE", help="With a model directory: the artifact file to run "
                      "(e.g. model_fp32.onnx) instead of the default int8 .tflite."),
         click.option("--labels", "labels_file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Labels file, one class name per line in index order (overrides the metadata)."),
+                     help="Labels file, one class name per line in index order (overrides the metadata; "
+                          "needed for a model that declares no labels)."),
         click.option("--input-size", metavar="HxW", help="Model input height x width in pixels, e.g. 224x224 "
-                     "(overrides the metadata; needed with --labels for models without edgeclf metadata)."),
+                     "(overrides the metadata and the model's input shape; needed only for a dynamic-size "
+                     "input that no metadata declares)."),
         click.option("--mean", metavar="A,B,C", help="Per-channel mean subtracted on the 0-255 scale "
                      "(default from metadata; edgeclf models: 0, they normalise inside)."),
         click.option("--std", metavar="A,B,C", help="Per-channel std divided by after the mean (default from metadata; 1)."),
@@ -65,7 +67,7 @@ def _load(model, artifact, labels_file, input_size, mean, std, threads, provider
 @click.command("predict")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True)
-@_model_options(None, "Default: the engine's choice.")
+@model_options(None, "Default: the engine's choice.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="Classes listed per image; on a labelled folder also reports top-k accuracy.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1),
@@ -83,7 +85,9 @@ def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, thr
     named after a class (e.g. test/cat/001.jpg), also prints top-1 accuracy and a confusion matrix
     (rows: true class, columns: predicted). Undecodable images are skipped with a warning.
 
-    Models without edgeclf metadata (third-party .tflite/.onnx) need --input-size and --labels.
+    The model's own metadata says the input size, labels and normalisation: edgeclf's, or the
+    standard TFLite Model Metadata of MediaPipe / Model Maker models; a fixed input shape gives the
+    size. A model that declares no labels needs --labels (and a dynamic-size one --input-size).
     """
     from edgeclf.runtime.predict import predict_files
     from edgeclf.runtime.report import format_summary, format_table, report_csv, report_json, write_report
@@ -127,7 +131,7 @@ def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, thr
 
 @click.command("webcam")
 @click.argument("model", type=click.Path(path_type=Path))
-@_model_options(1, "The capture/decode thread uses another core; more engine threads only compete "
+@model_options(1, "The capture/decode thread uses another core; more engine threads only compete "
                    "with it unless the model is large (measured on 2 cores: 1 thread is fastest).")
 @click.option("--source", default="0", show_default=True,
               help="Camera index (0), stream URL (rtsp://..., http://...) or a video file. Live sources "

@@ -3,37 +3,49 @@ given, call the library, print the result. TensorFlow is imported only inside th
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from edgeclf.cli._errors import user_errors
 from edgeclf.cli.options import parse_size
 from edgeclf.errors import ConfigError
 from edgeclf.models import MODEL_OPTIONS, MODELS
+from edgeclf.train.config import DistillConfig
+
+#: DistillConfig's defaults, for the help texts.
+_DISTILL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
 
 _AUGMENT_OPTIONS = ("translate", "rotate", "zoom", "cutout")
 _TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "batch_size", "optimizer", "lr", "fine_tune_lr",
                  "weight_decay", "label_smoothing")
 _MODEL_FIELDS = ("width", "alpha", "img_size", "weights", "dropout")
+_DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets"}
 
 
 def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
-def _refuse_unused_options(ctx: click.Context, spec, augment: bool) -> None:
-    """Refuse options the run would ignore (another model's options; augmentation amounts with
-    --no-augment) instead of silently dropping them. Which options apply comes from the model spec."""
+def _given(ctx: click.Context, names) -> list[str]:
+    """The parameters among ``names`` set on the command line."""
     from click.core import ParameterSource
 
-    def given(names):
-        return [n for n in names if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+    return [n for n in names if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
 
+
+def _refuse_unused_options(ctx: click.Context, spec, augment: bool, teacher: bool) -> None:
+    """Refuse options the run would ignore (another model's options; augmentation amounts with
+    --no-augment; distillation settings without --teacher) instead of silently dropping them.
+    Which model options apply comes from the model spec."""
     by_needs: dict[str, list[str]] = {}
-    for n in given(sorted(MODEL_OPTIONS - spec.options)):
+    for n in _given(ctx, sorted(MODEL_OPTIONS - spec.options)):
         owners = " or ".join(m for m, s in MODELS.items() if n in s.options)
         by_needs.setdefault(f"--model {owners}", []).append(_flag(n))
-    if not augment and given(_AUGMENT_OPTIONS):
-        by_needs["--augment"] = [_flag(n) for n in given(_AUGMENT_OPTIONS)]
+    if not augment and _given(ctx, _AUGMENT_OPTIONS):
+        by_needs["--augment"] = [_flag(n) for n in _given(ctx, _AUGMENT_OPTIONS)]
+    if not teacher and _given(ctx, _DISTILL_OPTIONS):
+        by_needs["--teacher"] = [_flag(n) for n in _given(ctx, _DISTILL_OPTIONS)]
     for needs, flags in by_needs.items():
         raise click.UsageError(f"{', '.join(flags)} only appl{'ies' if len(flags) == 1 else 'y'} with {needs}")
 
@@ -42,13 +54,46 @@ def _model_help() -> str:
     return "Architecture. " + "; ".join(f"{n}: {s.summary}" for n, s in MODELS.items()) + "."
 
 
+def _input_size_help() -> str:
+    caps = [f"{n}: {s.auto_input_size} px" for n, s in MODELS.items()
+            if "img_size" not in s.options and s.auto_input_size]
+    if any("img_size" in s.options for s in MODELS.values()):
+        caps.append("transfer models: their --img-size")
+    return ("Resize images to HxW. Default: the images' own size, reduced for large images (image folders) to what "
+            f"the model needs on the longer side ({', '.join(caps)}); the size chosen is logged.")
+
+
+def _resume(ctx: click.Context, path: str) -> None:
+    """``--resume PATH``: continue the checkpointed run; every other option is refused."""
+    others = [_flag(n) for n in _given(ctx, [p.name for p in ctx.command.params if p.name != "resume"])]
+    if others:
+        raise click.UsageError(f"--resume continues a run with its own configuration (from its checkpoint); "
+                               f"drop {', '.join(others)}")
+    from edgeclf.train import resume
+
+    try:
+        result = resume(path)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted before an epoch finished; the checkpoint is unchanged") from None
+    _echo_result(result)
+
+
+def _echo_result(result) -> None:
+    m = result.metrics
+    click.echo(f"{'interrupted; ' if result.interrupted else ''}test top-1 accuracy {m['top1_acc']:.4f} on "
+               f"{m['n_test']} images, {m['params']:,} params, {m['flops_per_image'] / 1e6:.1f} MFLOPs/image, "
+               f"trained in {m['train_seconds']:.0f} s -> {result.model_dir}")
+    if result.interrupted:
+        click.echo(f"continue with: edgeclf train --resume {result.model_dir}")
+
+
 @click.command("train")
 @click.option("--model", "model_name", type=click.Choice(list(MODELS)), default="cnn", show_default=True,
               help=_model_help())
 @click.option("--data", default="cifar10", show_default=True,
               help="cifar10, fashion_mnist (Keras loaders; Fashion-MNIST falls back to Debian's IDX files), or DIR "
                    "with train/ and test/ (or val/) class folders, or one class-folder tree.")
-@click.option("--input-size", default=None, help="Resize images to HxW (default: the dataset's native size).")
+@click.option("--input-size", default=None, help=_input_size_help())
 @click.option("--epochs", type=click.IntRange(min=0), default=None,
               help="Epochs (mobilenet_v2: fine-tuning epochs after --head-epochs). Default per model.")
 @click.option("--head-epochs", type=click.IntRange(min=0), default=None,
@@ -86,6 +131,24 @@ def _model_help() -> str:
 @click.option("--dropout", type=float, default=None, help="Dropout before the classifier (default 0.2).")
 @click.option("--mixed-precision", is_flag=True,
               help="Train in mixed_bfloat16 (only faster on CPUs with AMX/AVX512-BF16); saves float32.")
+@click.option("--teacher", default=None, metavar="MODEL_DIR",
+              help="Knowledge distillation (Hinton et al. 2015): also learn the soft outputs of this trained edgeclf "
+                   "model (same input size and classes as the student). The saved model is the plain student.")
+@click.option("--distill-alpha", type=float, default=None,
+              help="Weight A in (0, 1] of the distillation term; the label cross-entropy gets 1 - A "
+                   f"[default: {_DISTILL_DEFAULTS['alpha']:g}].")
+@click.option("--temperature", type=float, default=None,
+              help="Distillation softmax temperature T > 0 (the soft term is scaled by T^2) "
+                   f"[default: {_DISTILL_DEFAULTS['temperature']:g}].")
+@click.option("--teacher-targets", type=click.Choice(["cached", "per-batch"]), default=None,
+              help="cached: the teacher's outputs computed once on the un-augmented training images (faster beyond one "
+                   "epoch); "
+                   "per-batch: on every augmented batch, the images the student sees "
+                   f"[default: {_DISTILL_DEFAULTS['targets'].value}].")
+@click.option("--resume", default=None, metavar="MODEL_DIR",
+              help="Continue an interrupted run from its last finished epoch (optimizer state, learning-rate schedule "
+                   "position, history) using the checkpoint OUT/.NAME.partial beside MODEL_DIR (or that checkpoint "
+                   "directory itself). The configuration comes from the checkpoint: give no other option.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--name", default="", help="Model directory name (default <dataset>-<model>).")
 @click.option("--out", default="export", show_default=True, help="Output root; the model directory is OUT/NAME.")
@@ -93,14 +156,19 @@ def _model_help() -> str:
 def train_cmd(**opts):
     """Train a model and write its model directory (model.keras, metrics, plots, labels, config).
 
-    Defaults come from the model's recipe (its ModelSpec); the options given override them.
+    Defaults come from the model's recipe (its ModelSpec); the options given override them. After
+    every epoch the run is checkpointed in OUT/.NAME.partial (deleted when the run finishes), so an
+    interrupted run continues with --resume OUT/NAME.
     """
     from edgeclf.data import AugmentConfig, DataConfig
     from edgeclf.models import ModelConfig, get_spec
     from edgeclf.train.config import TrainConfig
 
+    ctx = click.get_current_context()
+    if opts["resume"] is not None:
+        return _resume(ctx, opts["resume"])
     spec = get_spec(opts["model_name"])
-    _refuse_unused_options(click.get_current_context(), spec, opts["augment"])
+    _refuse_unused_options(ctx, spec, opts["augment"], opts["teacher"] is not None)
     try:
         mcfg = ModelConfig(name=spec.name, **{k: opts[k] for k in _MODEL_FIELDS if opts[k] is not None})
         dcfg = DataConfig(source=opts["data"], image_size=parse_size(opts["input_size"]),
@@ -108,10 +176,14 @@ def train_cmd(**opts):
         acfg = (AugmentConfig(translate_px=opts["translate"], rotate_deg=opts["rotate"], zoom=opts["zoom"],
                               cutout_px=opts["cutout"]) if opts["augment"]
                 else AugmentConfig(flip=False, translate_px=0))
+        distill = None
+        if opts["teacher"] is not None:
+            distill = DistillConfig(teacher=opts["teacher"],
+                                    **{f: opts[o] for o, f in _DISTILL_OPTIONS.items() if opts[o] is not None})
         cfg = TrainConfig.from_recipe(
             mcfg, {k: opts[k] for k in _TRAIN_FIELDS}, data=dcfg, augment=acfg, patience=opts["patience"],
             class_weight=opts["class_weight"], mixed_precision=opts["mixed_precision"], seed=opts["seed"],
-            name=opts["name"], out=opts["out"])
+            distill=distill, name=opts["name"], out=opts["out"])
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     from edgeclf.train import train
@@ -120,10 +192,7 @@ def train_cmd(**opts):
         result = train(cfg)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted before the first epoch finished; nothing was written") from None
-    m = result.metrics
-    click.echo(f"{'interrupted; ' if result.interrupted else ''}test top-1 accuracy {m['top1_acc']:.4f} on "
-               f"{m['n_test']} images, {m['params']:,} params, {m['flops_per_image'] / 1e6:.1f} MFLOPs/image, "
-               f"trained in {m['train_seconds']:.0f} s -> {result.model_dir}")
+    _echo_result(result)
 
 
 @click.command("eval")

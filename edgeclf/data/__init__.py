@@ -16,10 +16,13 @@ from edgeclf.data.config import AugmentConfig, DataConfig
 from edgeclf.data.dataset import Dataset, balanced_class_weights, stratified_split, stratified_subset
 from edgeclf.data.folders import DataError, detect_layout, list_class_files, load_images, probe_size
 
-__all__ = ["AugmentConfig", "DataConfig", "DataError", "Dataset", "balanced_class_weights", "load_dataset"]
+__all__ = ["AugmentConfig", "DataConfig", "DataError", "Dataset", "balanced_class_weights", "load_dataset",
+           "native_size"]
 
 log = logging.getLogger(__name__)
 BUILTIN = ("cifar10", "fashion_mnist")
+#: (height, width) of the built-in datasets' images.
+BUILTIN_SIZES = {"cifar10": (32, 32), "fashion_mnist": (28, 28)}
 
 
 def _resize_all(x: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -71,6 +74,26 @@ def _from_folders(cfg: DataConfig, channels: int, progress: bool) -> Dataset:
     keep, val = stratified_split(ytr, cfg.val_split, cfg.seed)
     return Dataset(x_train=xtr[keep], y_train=ytr[keep], x_val=xtr[val], y_val=ytr[val],
                    x_test=xte, y_test=yte, class_names=classes, name=root.name, test_split_name=test_name)
+
+
+def native_size(cfg: DataConfig) -> tuple[int, int]:
+    """The (height, width) of ``cfg.source``'s images in pixels, without decoding them all.
+
+    Built-in datasets: their fixed size. Image folders: the most common size among up to 64 sampled
+    training images (:func:`~edgeclf.data.folders.probe_size`), the size :func:`load_dataset` uses
+    when ``image_size`` is None.
+
+    Raises:
+        DataError: as :func:`load_dataset` for a missing or empty directory or undecodable samples.
+    """
+    if cfg.source in BUILTIN_SIZES:
+        return BUILTIN_SIZES[cfg.source]
+    root = Path(cfg.source).expanduser()
+    if not root.exists():
+        raise DataError(f"{cfg.source}: not a directory, and not one of {', '.join(BUILTIN)}")
+    train_root, _, _ = detect_layout(root)
+    _, files, _ = list_class_files(train_root)
+    return probe_size(files)
 
 
 def load_dataset(cfg: DataConfig, channels: int = 3, progress: bool = True) -> Dataset:

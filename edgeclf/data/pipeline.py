@@ -46,14 +46,15 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
 
     Args:
         x: uint8 (N, H, W, C) images, 0-255.
-        y: int32 (N,) labels.
+        y: per-image targets passed through unchanged: int32 (N,) labels, or e.g. float32 (N, K)
+            soft targets (distillation).
         batch_size: images per batch.
         training: shuffle every epoch (reshuffle_each_iteration) and apply ``augment``.
         augment: augmentation config; ignored when ``training`` is False.
         seed: shuffle and augmentation seed.
 
     Yields:
-        (float32 (B, H, W, C) in [0, 255], int32 (B,)) batches, prefetched.
+        (float32 (B, H, W, C) in [0, 255], the batch's ``y`` rows) batches, prefetched.
     """
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if training:
@@ -63,7 +64,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, training: bool,
     if training and augment is not None:
         aug = _augmenter(augment, x.shape[1], x.shape[2], seed)
         if aug is not None:
-            ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+            # bilinear rotation/zoom can overshoot 255 by float rounding (255.00002): clip to the pixel range
+            ds = ds.map(lambda a, b: (tf.clip_by_value(aug(a, training=True), 0.0, 255.0), b),
+                        num_parallel_calls=tf.data.AUTOTUNE)
         if augment.cutout_px:
             ds = ds.map(lambda a, b: (_cutout(a, augment.cutout_px), b), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

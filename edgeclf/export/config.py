@@ -25,6 +25,19 @@ class TfliteInt8Quantizer(str, enum.Enum):
     AI_EDGE_QUANTIZER = "ai-edge-quantizer"  # ai_edge_quantizer static_wi8_ai8 recipe on the fp32 .tflite
 
 
+class Int8Io(str, enum.Enum):
+    """Input/output tensor type of the full-integer int8 ``.tflite`` file (``--int8-io``).
+
+    uint8 is what MediaPipe Tasks, the TFLite Task Library, Android and Coral Edge TPU pipelines feed
+    (camera pixels as they are); int8 is the converter's symmetric-friendly choice (zero point -128);
+    float32 keeps float I/O with quantize/dequantize ops inside the model.
+    """
+
+    UINT8 = "uint8"
+    INT8 = "int8"
+    FLOAT32 = "float32"
+
+
 class OnnxInt8Path(str, enum.Enum):
     """How the int8 ONNX file is made (see :mod:`edgeclf.export.onnx` for the measurements)."""
 
@@ -92,6 +105,7 @@ class ExportConfig:
         allow_drop: record such artifacts with status "validation failed" instead of failing.
         val_samples: test images used for validation (stratified subset); None = the whole test split.
         tflite_int8: the int8 TFLite quantizer.
+        int8_io: input/output type of the int8 ``.tflite`` file (the int8 ONNX keeps int8 I/O).
         onnx_int8: the int8 ONNX path.
         batch_size: fine-tuning batch size (pruning, QAT); None = the training run's batch size.
         seed: seed for sampling and fine-tuning.
@@ -109,6 +123,7 @@ class ExportConfig:
     allow_drop: bool = False
     val_samples: int | None = None
     tflite_int8: TfliteInt8Quantizer = TfliteInt8Quantizer.CONVERTER
+    int8_io: Int8Io = Int8Io.UINT8
     onnx_int8: OnnxInt8Path = OnnxInt8Path.FROM_TFLITE
     batch_size: int | None = None
     seed: int = 0
@@ -129,6 +144,9 @@ class ExportConfig:
         if self.qat and Precision.INT8 not in self.resolved_precisions():
             raise ConfigError("--qat trains for int8 but int8 is not among the --quantize precisions "
                              "(contradictory options: add int8 or drop --qat)")
+        if self.tflite_int8 is TfliteInt8Quantizer.AI_EDGE_QUANTIZER and self.int8_io is not Int8Io.INT8:
+            raise ConfigError(f"--tflite-int8 ai-edge-quantizer writes int8 input/output only, not "
+                              f"--int8-io {self.int8_io.value} (add --int8-io int8)")
         if self.qat and self.qat_epochs < 1:
             raise ConfigError("--qat needs --qat-epochs >= 1")
         if self.precisions is not None:
@@ -170,6 +188,7 @@ class ExportConfig:
         d["formats"] = [f.value for f in self.formats]
         d["precisions"] = [p.value for p in self.precisions] if self.precisions is not None else None
         d["tflite_int8"] = self.tflite_int8.value
+        d["int8_io"] = self.int8_io.value
         d["onnx_int8"] = self.onnx_int8.value
         return d
 

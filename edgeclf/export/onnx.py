@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf._keras import tf
-from edgeclf.export.config import ExportJob, OnnxInt8Path, Precision
+from edgeclf._keras import quiet_native_logs, tf
+from edgeclf.export.config import ExportJob, Int8Io, OnnxInt8Path, Precision
 from edgeclf.runtime.manifest import METADATA_KEY
 
 OPSET = 17
@@ -116,7 +116,7 @@ def _from_tflite(model, out_path: Path, job: ExportJob) -> Path:
     from edgeclf.export.tflite import convert
 
     _, tf2onnx = _libs()
-    tflite_bytes = convert(model, job)
+    tflite_bytes = convert(model, job, int8_io=Int8Io.INT8)  # int8 graph I/O whatever --int8-io says
     interp = Interpreter(model_content=tflite_bytes)
     meta = dict(job.metadata)
     for key, detail in (("input_quantization", interp.get_input_details()[0]),
@@ -127,7 +127,8 @@ def _from_tflite(model, out_path: Path, job: ExportJob) -> Path:
     with tempfile.TemporaryDirectory(prefix="edgeclf-onnx-") as tmp:
         src = Path(tmp) / "int8.tflite"
         src.write_bytes(tflite_bytes)
-        proto, _ = tf2onnx.convert.from_tflite(str(src), opset=OPSET)
+        with quiet_native_logs():  # tf2onnx runs TF's own tf.lite.Interpreter, which prints an XNNPACK notice
+            proto, _ = tf2onnx.convert.from_tflite(str(src), opset=OPSET)
     return _save_checked(proto, out_path, meta)
 
 

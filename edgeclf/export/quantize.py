@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from edgeclf._keras import tf
-from edgeclf.export.config import Precision
+from edgeclf._keras import quiet_native_logs, tf
+from edgeclf.export.config import Int8Io, Precision
 
 
 def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -42,13 +42,20 @@ def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.
     return gen
 
 
+#: The converter's inference_input_type / inference_output_type for each --int8-io choice.
+_IO_TYPES = {Int8Io.UINT8: tf.uint8, Int8Io.INT8: tf.int8, Int8Io.FLOAT32: tf.float32}
+
+
 def configure_converter(converter, precision: Precision, representative: np.ndarray | None,
-                        quantization_aware: bool = False) -> None:
+                        quantization_aware: bool = False, int8_io: Int8Io = Int8Io.UINT8) -> None:
     """Set ``converter`` (a ``tf.lite.TFLiteConverter``) up for ``precision``.
 
     FP32: no optimization. FP16: float16 weights (float32 I/O). DYNAMIC: int8 weights, float
-    activations quantized at run time. INT8: full integer with int8 input (scale 1, zero point -128
-    for [0, 255] pixels) and int8 output; needs ``representative`` unless ``quantization_aware``.
+    activations quantized at run time. INT8: full integer (int8 weights and activations) with
+    ``int8_io`` input and output: uint8 (input scale 1, zero point 0 for [0, 255] pixels: the
+    pixels as they are; the type MediaPipe Tasks, the Task Library and Coral take), int8 (scale 1,
+    zero point -128) or float32 (quantize/dequantize ops inside). Needs ``representative`` unless
+    ``quantization_aware``.
 
     Raises:
         ValueError: INT8 without representative images for a non-QAT model.
@@ -64,16 +71,18 @@ def configure_converter(converter, precision: Precision, representative: np.ndar
         if representative is not None:
             converter.representative_dataset = representative_dataset(representative)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        converter.inference_input_type = _IO_TYPES[int8_io]
+        converter.inference_output_type = _IO_TYPES[int8_io]
 
 
 def convert_keras(model, precision: Precision, representative: np.ndarray | None,
-                  quantization_aware: bool = False) -> bytes:
-    """Convert a tf_keras model to ``.tflite`` bytes at ``precision`` with the TFLite converter."""
+                  quantization_aware: bool = False, int8_io: Int8Io = Int8Io.UINT8) -> bytes:
+    """Convert a tf_keras model to ``.tflite`` bytes at ``precision`` with the TFLite converter
+    (``int8_io``: the I/O type of an INT8 file, see :func:`configure_converter`)."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    configure_converter(converter, precision, representative, quantization_aware)
-    return bytes(converter.convert())
+    configure_converter(converter, precision, representative, quantization_aware, int8_io)
+    with quiet_native_logs():  # the int8 calibrator prints "fully_quantize: 0, inference_type: 6, ..."
+        return bytes(converter.convert())
 
 
 def aeq_int8(float_tflite: bytes, representative: np.ndarray) -> bytes:

@@ -7,36 +7,56 @@ from dataclasses import asdict, dataclass
 from edgeclf.errors import ConfigError
 from edgeclf.models.registry import get_spec
 
+#: Values of the per-model fields when neither the user nor the model's ``ModelSpec.defaults`` give one.
+FALLBACKS = {"alpha": 1.0, "img_size": 96, "weights": "imagenet"}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture options. Each model uses the fields that apply to it.
+    """Architecture options. Each model uses the fields its spec lists in ``options``.
+
+    ``alpha``, ``img_size`` and ``weights`` given as None take the model's default
+    (``ModelSpec.defaults``, else :data:`FALLBACKS`), so after construction they are always set.
 
     Attributes:
-        name: registry name (``cnn``, ``cnn-small``, ``mobilenet_v2``).
+        name: registry name (``edgeclf.models.MODELS``).
         width: base channel width of ``cnn`` (stage widths are width x 1, 2, 4, 8).
         dropout: dropout rate before the classifier.
-        alpha: MobileNetV2 width multiplier (Sandler et al. 2018).
-        img_size: MobileNetV2 internal input size in pixels; the model resizes to it itself.
-        weights: MobileNetV2 base weights: ``"imagenet"`` (Keras download), ``"none"`` or a path
-            to an h5 weights file.
+        alpha: MobileNet width multiplier (Howard et al. 2017; Sandler et al. 2018; Howard et al. 2019).
+        img_size: transfer models' internal input size in pixels; the model resizes to it itself.
+        weights: transfer models' base weights: ``"imagenet"`` (Keras download), ``"none"`` or a
+            path to an .h5 file of the no-top base's weights.
+
+    Raises:
+        ConfigError: unknown model, a value out of range, or an ``alpha`` without ImageNet weights
+            together with ``weights="imagenet"``.
     """
 
     name: str = "cnn"
     width: int = 32
     dropout: float = 0.2
-    alpha: float = 1.0
-    img_size: int = 96
-    weights: str = "imagenet"
+    alpha: float | None = None
+    img_size: int | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
+        spec = get_spec(self.name)  # raises ConfigError for an unknown model
+        for key, fallback in FALLBACKS.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, spec.defaults.get(key, fallback))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        get_spec(self.name)  # raises ConfigError for an unknown model
         if self.width < 4:
             raise ConfigError(f"width must be >= 4, got {self.width}")
         if self.img_size < 32:
             raise ConfigError(f"img_size must be >= 32, got {self.img_size}")
+        if self.alpha <= 0:
+            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        if (self.weights == "imagenet" and "alpha" in spec.options and spec.pretrained_alphas
+                and float(self.alpha) not in spec.pretrained_alphas):
+            allowed = ", ".join(f"{a:g}" for a in spec.pretrained_alphas)
+            raise ConfigError(f"alpha {self.alpha:g}: {self.name} has ImageNet weights only for alpha {allowed} "
+                              "(or use --weights none / a weights file)")
 
     def to_dict(self) -> dict:
         return asdict(self)

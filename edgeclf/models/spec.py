@@ -21,12 +21,21 @@ from typing import Any
 class Preprocessing(str, enum.Enum):
     """The input normalisation a model embeds (its input is always float32 RGB/grey in [0, 255]).
 
-    ``MINUS_ONE_TO_ONE``: ``x / 127.5 - 1`` (``keras.applications.mobilenet_v2.preprocess_input``,
-    "tf" mode); ``ZERO_TO_ONE``: ``x / 255``.
+    The modes of ``keras.applications.imagenet_utils.preprocess_input``:
+
+    * ``MINUS_ONE_TO_ONE``: ``x / 127.5 - 1`` ("tf" mode: MobileNet V1/V2, and MobileNetV3's
+      built-in ``Rescaling``);
+    * ``ZERO_TO_ONE``: ``x / 255``;
+    * ``CAFFE``: RGB -> BGR, then minus the ImageNet BGR mean (103.939, 116.779, 123.68), no scaling
+      (ResNet50, VGG16);
+    * ``TORCH``: ``(x / 255 - mean) / std`` with the ImageNet RGB mean (0.485, 0.456, 0.406) and std
+      (0.229, 0.224, 0.225) (EfficientNetV2-B* built-in ``Rescaling`` + ``Normalization``).
     """
 
     MINUS_ONE_TO_ONE = "[-1,1]"
     ZERO_TO_ONE = "[0,1]"
+    CAFFE = "caffe"
+    TORCH = "torch"
 
 
 def _load(ref: str):
@@ -59,6 +68,10 @@ class ModelSpec:
             the two-phase schedule (required when ``two_phase``).
         check_weights: ``"module:function"`` ``(weights: str) -> None`` raising ``WeightsError``
             for an unusable ``--weights`` before any data is loaded; None = no pretrained weights.
+        defaults: ``ModelConfig`` values for this model where the user gives none (e.g. its
+            ``img_size``); fields not listed take the ``ModelConfig`` fallbacks.
+        pretrained_alphas: the ``alpha`` values with ImageNet weights (``--weights imagenet`` with
+            another alpha is refused); empty = no restriction.
         tiny: ``ModelConfig`` overrides giving a small, fast variant for tests.
         auto_input_size: for image folders whose images are larger than this (pixels, square), the
             default training/model input size (None = the data's native size). Models that resize
@@ -74,11 +87,15 @@ class ModelSpec:
     two_phase: bool = False
     set_base_trainable: str | None = None
     check_weights: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    pretrained_alphas: tuple[float, ...] = ()
     tiny: Mapping[str, Any] = field(default_factory=dict)
     auto_input_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipe", _frozen(self.recipe))
+        object.__setattr__(self, "defaults", _frozen(self.defaults))
+        object.__setattr__(self, "pretrained_alphas", tuple(self.pretrained_alphas))
         object.__setattr__(self, "tiny", _frozen(self.tiny))
         object.__setattr__(self, "options", frozenset(self.options))
         if self.two_phase and not self.set_base_trainable:

@@ -7,7 +7,8 @@ for every engine:
 * normalisation ``(x - mean) / std`` from the :class:`~edgeclf.runtime.manifest.InputSpec`
   (edgeclf models have mean 0, std 1 and normalise inside themselves, so this is a no-op for them);
 * int8/uint8 input quantization ``q = round(x / scale) + zero_point`` and output dequantization
-  ``(q - zero_point) * scale`` with the parameters the model itself declares;
+  ``(q - zero_point) * scale`` with the parameters the model itself declares (for edgeclf's uint8
+  files, scale 1 and zero point 0: the pixels as they are, as MediaPipe Tasks feeds them);
 * fixed batch-1 models are fed one image at a time, dynamic-batch models whole batches;
 * logits are turned into probabilities with a softmax (a model whose rows already sum to ~1 and
   have no negative entries is taken to output probabilities).
@@ -25,6 +26,7 @@ import numpy as np
 
 from edgeclf.errors import ModelLoadError  # noqa: F401  (re-exported)
 from edgeclf.runtime.manifest import InputSpec
+from edgeclf.runtime.tflite_model_metadata import StandardMetadata
 
 QUANTIZED_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
 
@@ -96,6 +98,7 @@ class Classifier(abc.ABC):
         self._out: TensorInfo
         self._lut: np.ndarray | None = None
         self.embedded: dict | None = None
+        self.standard: StandardMetadata | None = None  # standard TFLite Model Metadata (LiteRT only)
 
     def bind(self, spec: InputSpec, labels: list[str], precision: str | None = None) -> Classifier:
         """Attach the input spec and labels; check them against the model's tensors.
@@ -202,9 +205,13 @@ class Classifier(abc.ABC):
         )
 
     # -- input conversion ----------------------------------------------------------------------
+    def _identity_normalization(self) -> bool:
+        s = self._spec
+        return all(m == 0.0 for m in s.mean) and all(v == 1.0 for v in s.std)
+
     def _normalize(self, images: np.ndarray) -> np.ndarray:
         s = self._spec
-        if all(m == 0.0 for m in s.mean) and all(v == 1.0 for v in s.std):
+        if self._identity_normalization():
             return images
         mean = np.asarray(s.mean, dtype=np.float32)
         std = np.asarray(s.std, dtype=np.float32)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
+from edgeclf._stderr import filtered_native_stderr, info_hidden
 from edgeclf.errors import one_line
 from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo
 from edgeclf.runtime.manifest import METADATA_KEY
 from edgeclf.runtime.tflite_metadata import read_metadata
+from edgeclf.runtime.tflite_model_metadata import StandardMetadata, read_standard_metadata
+
+log = logging.getLogger(__name__)
+_XNNPACK_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate"
 
 
 def _interpreter_class():
@@ -52,8 +58,24 @@ def read_tflite_metadata(path: Path, data: bytes) -> dict | None:
     return meta
 
 
+def read_tflite_standard_metadata(path: Path, data: bytes) -> StandardMetadata | None:
+    """The standard TFLite Model Metadata of a ``.tflite`` file's bytes; None if absent.
+
+    Unreadable standard metadata is logged as a warning and treated as absent: the loader then
+    asks for what it would have declared (it never guesses labels).
+    """
+    try:
+        return read_standard_metadata(data)
+    except ValueError as exc:
+        log.warning("%s: ignoring its standard TFLite metadata: %s", path, exc)
+        return None
+
+
 class LiteRTClassifier(Classifier):
     """A ``.tflite`` model on the LiteRT interpreter (XNNPACK on CPU).
+
+    ``embedded`` is the ``"edgeclf"`` JSON inside the file (or None), ``standard`` its standard
+    TFLite Model Metadata (:class:`~edgeclf.runtime.tflite_model_metadata.StandardMetadata`, or None).
 
     Args:
         path: the ``.tflite`` file.
@@ -75,9 +97,11 @@ class LiteRTClassifier(Classifier):
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ModelLoadError(f"{path}: not a TFLite model (no 'TFL3' flatbuffer identifier)")
         Interpreter = _interpreter_class()
-        try:
-            self._interp = Interpreter(model_content=data, num_threads=threads)
-            self._interp.allocate_tensors()
+        hide = info_hidden()
+        try:  # LiteRT prints its XNNPACK notice itself, ignoring TF_CPP_MIN_LOG_LEVEL
+            with filtered_native_stderr(lambda line: hide and line.startswith(_XNNPACK_NOTICE)):
+                self._interp = Interpreter(model_content=data, num_threads=threads)
+                self._interp.allocate_tensors()
         except Exception as exc:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError with multi-line text
             raise ModelLoadError(f"{path}: LiteRT cannot load the model ({one_line(exc)})") from None
         self._model_bytes = data  # the interpreter reads from this buffer: keep it alive
@@ -90,6 +114,7 @@ class LiteRTClassifier(Classifier):
         self._in, self._out = _tensor_info(ins[0]), _tensor_info(outs[0])
         self._batch = int(ins[0]["shape"][0])
         self.embedded = read_tflite_metadata(path, data)
+        self.standard = read_tflite_standard_metadata(path, data)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]

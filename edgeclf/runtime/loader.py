@@ -2,18 +2,29 @@
 
 Engine by file suffix (:data:`ENGINES`): ``.tflite`` -> LiteRT, ``.onnx`` -> onnxruntime.
 
-Input spec and labels, first source wins, field by field:
+Input spec and labels: what the model declares, field by field, first source wins:
 
-1. explicit arguments (``input_size``, ``labels_file``, ``mean``, ``std``);
+1. explicit arguments (``input_size``, ``labels_file``, ``mean``, ``std``) override everything;
 2. ``manifest.json`` next to the model file, if it has an entry for that file name;
-3. the ``"edgeclf"`` metadata embedded in the file;
-4. otherwise: ``ModelLoadError("no edgeclf metadata: pass --input-size and --labels")``.
+3. the ``"edgeclf"`` metadata embedded in the file (ONNX ``metadata_props``, TFLite metadata entry);
+4. the standard TFLite Model Metadata (``TFLITE_METADATA``: labels file, image size and colour
+   space, normalisation of a float input), as MediaPipe / Task Library models carry it;
+5. the model's own input shape: a fixed ``(N, H, W, C)`` gives the size and channel count.
+
+What no source declares is not guessed: no labels -> ``ModelLoadError`` naming ``--labels``; a
+dynamic input size -> ``ModelLoadError`` naming ``--input-size``. Normalisation nobody declares: a
+uint8 input takes the one its quantization implies (``(pixel - zero_point) * scale``: the pixels go in
+as they are, the TFLite / MediaPipe convention); a float or int8 input is fed pixels 0-255 (mean 0,
+std 1, the edgeclf convention) with a logged warning.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from edgeclf.runtime.base import Classifier, ModelLoadError
 from edgeclf.runtime.manifest import (
@@ -29,9 +40,12 @@ from edgeclf.runtime.manifest import (
     read_manifest,
 )
 
+log = logging.getLogger(__name__)
+
 #: The engine that runs each format (the only place this mapping lives).
 ENGINES: dict[Format, str] = {Format.TFLITE: "litert", Format.ONNX: "onnxruntime"}
-NO_METADATA = "no edgeclf metadata: pass --input-size and --labels"
+NO_LABELS = "the model declares no labels (no edgeclf or standard TFLite metadata): pass --labels FILE"
+NO_SIZE = "the model's input size is dynamic and no metadata declares it: pass --input-size HxW"
 
 
 def read_labels(path: str | Path) -> list[str]:
@@ -137,6 +151,44 @@ def _from_embedded(path: Path, meta: dict | None) -> tuple[InputSpec, list[str],
         raise ModelLoadError(f"{path}: embedded edgeclf metadata is malformed ({exc})") from None
 
 
+def _fixed(dim) -> int | None:
+    return int(dim) if isinstance(dim, (int, np.integer)) and dim > 0 else None
+
+
+def _from_model(path: Path, clf: Classifier, input_size: tuple[int, int] | None, labels_given: bool,
+                explicit_norm: bool) -> tuple[InputSpec, list[str] | None, str | None]:
+    """Input spec and labels from what the file itself declares besides edgeclf metadata: the
+    standard TFLite metadata, then the input shape. Labels None = nobody declares them.
+
+    Raises:
+        ModelLoadError: no labels declared and none given; the input size is dynamic, undeclared
+            and not given.
+    """
+    std_meta = clf.standard
+    if not labels_given and (std_meta is None or std_meta.labels is None):
+        raise ModelLoadError(f"{path}: {NO_LABELS}")
+    shape = clf.input_tensor.shape
+    h, w, c = (_fixed(d) for d in shape[1:4]) if len(shape) == 4 else (None, None, None)
+    if std_meta is not None and std_meta.image_size is not None:
+        h, w = h or std_meta.image_size[0], w or std_meta.image_size[1]
+    if input_size is None and (h is None or w is None):
+        raise ModelLoadError(f"{path}: {NO_SIZE}")
+    if c not in (1, 3):
+        c = 1 if std_meta is not None and std_meta.color_space == "GRAY" else 3
+    spec = InputSpec(height=h or 1, width=w or 1, channels=c, color_order="GRAY" if c == 1 else "RGB")
+    t = clf.input_tensor
+    if std_meta is not None and std_meta.mean is not None:
+        spec = replace(spec, mean=std_meta.mean, std=std_meta.std)
+    elif t.dtype == np.dtype(np.uint8) and t.scale:
+        # the normalisation its quantization implies, real = (pixel - zero_point) * scale: the pixels
+        # go in as they are, as MediaPipe / the Task Library / Coral feed a uint8 image input
+        spec = replace(spec, mean=(float(t.zero_point),), std=(1.0 / t.scale,))
+    elif not explicit_norm:
+        log.warning("%s: the model declares no input normalisation; feeding pixels 0-255 "
+                    "(pass --mean/--std if it expects otherwise)", path)
+    return spec, (std_meta.labels if std_meta is not None else None), None
+
+
 def load_classifier(
     path: str | Path,
     labels_file: str | Path | None = None,
@@ -162,8 +214,9 @@ def load_classifier(
         a bound :class:`~edgeclf.runtime.base.Classifier`.
 
     Raises:
-        ModelLoadError: one line naming the file: missing/corrupt/unsupported model, no metadata
-            and no explicit ``input_size`` + ``labels_file``, or options that contradict the model.
+        ModelLoadError: one line naming the file: missing/corrupt/unsupported model, labels or a
+            dynamic input size that no source declares and no argument gives (see the module
+            docstring for the order), or options that contradict the model.
     """
     path = Path(path)
     if path.is_dir():
@@ -182,13 +235,8 @@ def load_classifier(
     clf = open_engine(path, threads, providers)
     found = _from_manifest(path) or _from_embedded(path, clf.embedded)
     if found is None:
-        if input_size is None or labels_file is None:
-            raise ModelLoadError(f"{path}: {NO_METADATA}")
-        shape = clf.input_tensor.shape
-        channels = shape[3] if len(shape) == 4 and shape[3] in (1, 3) else 3
-        spec = InputSpec(height=input_size[0], width=input_size[1], channels=channels,
-                         color_order="GRAY" if channels == 1 else "RGB")
-        labels, precision = [], None
+        spec, labels, precision = _from_model(path, clf, input_size, labels_file is not None,
+                                              mean is not None or std is not None)
     else:
         spec, labels, precision = found
     if input_size is not None:
@@ -199,4 +247,6 @@ def load_classifier(
         spec = replace(spec, std=tuple(float(v) for v in std))
     if labels_file is not None:
         labels = read_labels(labels_file)
+    elif labels is None:
+        raise ModelLoadError(f"{path}: {NO_LABELS}")
     return clf.bind(spec, labels, precision)

@@ -51,10 +51,10 @@ def _tensor_info(path: Path, arg, quant: dict | None) -> TensorInfo:
 class OrtClassifier(Classifier):
     """An ``.onnx`` model on onnxruntime.
 
-    int8/uint8 graph inputs/outputs need ``{"scale", "zero_point"}`` under ``"input_quantization"``
-    / ``"output_quantization"`` in the embedded metadata (ONNX has no per-input scale); a uint8
-    input without them is fed raw pixels 0..255. Models quantized inside (QDQ) with float I/O,
-    the usual case, need nothing.
+    int8 graph inputs and int8/uint8 outputs need ``{"scale", "zero_point"}`` under
+    ``"input_quantization"`` / ``"output_quantization"`` in the embedded metadata (ONNX has no
+    per-input scale); a uint8 input is fed the pixels 0..255 as they are. Models quantized inside
+    (QDQ) with float I/O, the usual case, need nothing.
 
     Args:
         path: the ``.onnx`` file.

@@ -3,7 +3,9 @@
 A TFLite model has a ``metadata`` vector of ``{name, buffer}`` entries, the buffer index pointing
 into ``model.buffers``. edgeclf stores its JSON (see :mod:`edgeclf.runtime.manifest`) under the
 name ``"edgeclf"``; the export stage writes it with :func:`add_metadata`, the runtime reads it with
-:func:`read_metadata`. Everything else in the model (subgraphs, weights, the converter's own
+:func:`read_metadata`. The standard ``"TFLITE_METADATA"`` entry goes through the same two functions
+(:mod:`edgeclf.export.metadata` writes it, :mod:`edgeclf.runtime.tflite_model_metadata` parses it);
+re-packing drops an appended associated-files archive, so that archive is appended last. Everything else in the model (subgraphs, weights, the converter's own
 metadata such as ``min_runtime_version``) is preserved; weight buffers are re-packed 16-byte
 aligned, as the TFLite converter writes them.
 

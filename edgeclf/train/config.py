@@ -27,6 +27,57 @@ class ClassWeight(str, enum.Enum):
     BALANCED = "balanced"
 
 
+class TeacherTargets(str, enum.Enum):
+    """Where a distillation teacher's outputs come from (see :mod:`edgeclf.train.distill`).
+
+    ``CACHED``: computed once, on the un-augmented training images, before training (cheaper; the
+    student sees an augmented image but the teacher's answer for the plain one).
+    ``PER_BATCH``: computed for every augmented training batch, on the same augmented images the
+    student sees (one teacher forward pass per image per epoch).
+    """
+
+    CACHED = "cached"
+    PER_BATCH = "per-batch"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation from a trained edgeclf model (Hinton, Vinyals & Dean 2015).
+
+    Loss = ``alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T)) + (1 - alpha) * CE(labels)``,
+    with ``z = log p`` of the teacher's / student's probabilities and the recipe's label smoothing
+    in the cross-entropy.
+
+    Attributes:
+        teacher: the teacher's model directory (its ``model.keras`` and ``labels.txt``); it must take
+            the same input size and classes as the student.
+        alpha: weight of the distillation term, in (0, 1].
+        temperature: softmax temperature ``T`` > 0 (``T = 1``: the teacher's probabilities as they are).
+        targets: ``cached`` or ``per-batch`` teacher outputs (:class:`TeacherTargets`).
+    """
+
+    teacher: str
+    alpha: float = 0.9
+    temperature: float = 4.0
+    targets: TeacherTargets = TeacherTargets.CACHED
+
+    def __post_init__(self) -> None:
+        if not self.teacher:
+            raise ConfigError("distillation needs a teacher model directory")
+        if not 0 < self.alpha <= 1:
+            raise ConfigError(f"distill_alpha must be in (0, 1], got {self.alpha}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        try:
+            object.__setattr__(self, "targets", TeacherTargets(self.targets))
+        except ValueError:
+            raise ConfigError(f"teacher targets must be one of {', '.join(t.value for t in TeacherTargets)}, "
+                              f"got {self.targets!r}") from None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "targets": self.targets.value}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs.
@@ -48,7 +99,8 @@ class TrainConfig:
         mixed_precision: train in ``mixed_bfloat16``; the saved model is always float32. Only a
             win on CPUs with AMX/AVX512-BF16 (measured on an AVX2-only EPYC: ~5x *slower*).
         seed: seeds Python/NumPy/TensorFlow and the data splits.
-        name, out: the model directory is ``out/name``.
+        distill: knowledge distillation from a teacher model (None = plain training).
+        name, out: the model directory is ``out/name``; the run's checkpoint is ``out/.name.partial``.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -68,6 +120,7 @@ class TrainConfig:
     class_weight: ClassWeight = ClassWeight.NONE
     mixed_precision: bool = False
     seed: int = 42
+    distill: DistillConfig | None = None
     name: str = ""
     out: str = "export"
 
@@ -101,6 +154,7 @@ class TrainConfig:
         d["optimizer"] = self.optimizer.value
         d["class_weight"] = self.class_weight.value
         d["data"] = self.data.to_dict()
+        d["distill"] = self.distill.to_dict() if self.distill else None
         return d
 
     @classmethod
@@ -111,6 +165,7 @@ class TrainConfig:
         d["augment"] = AugmentConfig(**d["augment"])
         d["optimizer"] = Optimizer(d["optimizer"])
         d["class_weight"] = ClassWeight(d["class_weight"])
+        d["distill"] = DistillConfig(**d["distill"]) if d.get("distill") else None
         return cls(**d)
 
     @classmethod
@@ -143,10 +198,10 @@ class TrainConfig:
 
 
 def load_config(model_dir: Path) -> TrainConfig:
-    """Read ``MODEL_DIR/config.json``.
+    """Read ``MODEL_DIR/config.json`` (also a run checkpoint's ``config.json``).
 
     Raises:
-        FileNotFoundError / ValueError: missing or malformed config (message names the file).
+        FileNotFoundError / ConfigError: missing or malformed config (message names the file).
     """
     path = Path(model_dir) / "config.json"
     if not path.is_file():

@@ -17,6 +17,7 @@ from edgeclf._keras import keras, tf
 from edgeclf.data.config import AugmentConfig
 from edgeclf.data.pipeline import make_dataset
 from edgeclf.train.config import Optimizer
+from edgeclf.train.distill import Teacher, distill_datasets, distillation_loss, label_accuracy
 from edgeclf.train.schedules import WarmupCosine
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class FitPlan:
         warmup_fraction: in [0, 1).
         augment: training augmentation (None = none), applied in the tf.data pipeline.
         seed: shuffle/augmentation seed.
+        teacher: knowledge distillation from this teacher (None = cross-entropy on the labels only);
+            see :mod:`edgeclf.train.distill`.
     """
 
     optimizer: Optimizer
@@ -50,6 +53,7 @@ class FitPlan:
     warmup_fraction: float = 0.0
     augment: AugmentConfig | None = None
     seed: int = 0
+    teacher: Teacher | None = None
 
     def steps(self, n_images: int, epochs: int) -> int:
         """Optimizer steps of ``epochs`` epochs over ``n_images`` images."""
@@ -79,26 +83,36 @@ def fit(model, x: np.ndarray, y: np.ndarray, num_classes: int, plan: FitPlan, ep
         num_classes: C.
         plan: optimizer/schedule/loss/batch settings.
         epochs: epochs to train (the schedule spans exactly these epochs).
-        callbacks: Keras callbacks.
+        callbacks: Keras callbacks (e.g. ``keras.callbacks.BackupAndRestore``, which makes ``fit``
+            continue after the epoch it restores).
         validation: optional (uint8 images, int labels) evaluated after every epoch.
         class_weight: optional per-class loss weights.
         initial_epoch: epoch index to start counting from (for history/logging).
 
     Returns:
-        keras.callbacks.History.
+        keras.callbacks.History. The loss is the label-smoothed cross-entropy, or with
+        ``plan.teacher`` the distillation loss; the ``accuracy`` metric is top-1 against the labels.
     """
-    def one_hot(a, b):
-        return a, tf.one_hot(b, num_classes)
-
-    train = make_dataset(x, y, plan.batch_size, True, plan.augment, plan.seed).map(one_hot)
-    val = None
-    if validation is not None and len(validation[0]):
-        val = make_dataset(validation[0], validation[1], 256, False).map(one_hot)
     steps = plan.steps(len(x), epochs)
     schedule = WarmupCosine(plan.lr, steps, int(plan.warmup_fraction * steps))
-    model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=plan.label_smoothing),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    if plan.teacher is None:
+        def one_hot(a, b):
+            return a, tf.one_hot(b, num_classes)
+
+        train = make_dataset(x, y, plan.batch_size, True, plan.augment, plan.seed).map(one_hot)
+        val = None
+        if validation is not None and len(validation[0]):
+            val = make_dataset(validation[0], validation[1], 256, False).map(one_hot)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=plan.label_smoothing)
+        metric = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        t = plan.teacher
+        train, val = distill_datasets(t, x, y, num_classes, plan.batch_size, plan.augment, plan.seed, validation,
+                                      class_weight)
+        class_weight = None  # applied as sample weights by distill_datasets
+        loss = distillation_loss(num_classes, t.alpha, t.temperature, plan.label_smoothing)
+        metric = label_accuracy(num_classes)
+    model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay), loss=loss, metrics=[metric])
     return model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
                      callbacks=list(callbacks), class_weight=class_weight,
                      verbose=1 if log.isEnabledFor(logging.INFO) else 2)

@@ -1,8 +1,11 @@
-"""``train(config) -> TrainResult``: fit a model and write its model directory.
+"""``train(config) -> TrainResult``: fit a model and write its model directory; ``resume(path)``
+continues an interrupted run from its checkpoint.
 
 Model directory (see DESIGN.md): model.keras (float32), config.json, labels.txt, history.csv,
-curves.png, confusion_matrix.png, metrics.json. Files are written atomically into a temporary
-directory that replaces ``out/name`` only when everything succeeded.
+curves.png, confusion_matrix.png, metrics.json. Its files are written into a temporary directory
+that replaces ``out/name`` only when everything succeeded. While training, the run checkpoint
+``out/.name.partial/`` (:mod:`edgeclf.train.checkpoint`) is updated after every epoch; it is deleted
+when the model directory is in place and kept when the run is interrupted or crashes.
 """
 
 from __future__ import annotations
@@ -11,21 +14,20 @@ import csv
 import io
 import logging
 import shutil
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-
-import numpy as np
 
 from edgeclf import __version__
 from edgeclf._io import make_temp_dir, replace_dir, reported_as, write_json, write_text
 from edgeclf._keras import keras, set_seed
 from edgeclf._versions import tool_versions
-from edgeclf.data import balanced_class_weights, load_dataset
+from edgeclf.data import BUILTIN, balanced_class_weights, load_dataset, native_size
 from edgeclf.models import build_model, get_spec
 from edgeclf.models.flops import count_macs
+from edgeclf.train.checkpoint import EpochState, RunCheckpoint, early_stop, find_checkpoint, model_dir_of
 from edgeclf.train.config import ClassWeight, TrainConfig
+from edgeclf.train.distill import load_teacher
 from edgeclf.train.evaluate import evaluate_model, write_eval_artifacts
 from edgeclf.train.fit import FitPlan, fit
 
@@ -34,38 +36,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a training run produced: ``model_dir`` and the test ``metrics`` (as in metrics.json)."""
+    """What a training run produced.
+
+    Attributes:
+        model_dir: the model directory written.
+        metrics: the test metrics, as in metrics.json.
+        interrupted: the run stopped early (Ctrl-C); the model holds the best weights so far.
+        checkpoint: the kept run checkpoint to ``resume`` from (interrupted runs), else None.
+    """
 
     model_dir: Path
     metrics: dict
     interrupted: bool = False
-
-
-class _BestCheckpoint(keras.callbacks.Callback):
-    """Keeps the best validation-accuracy weights in memory and on disk (for Ctrl-C recovery)."""
-
-    def __init__(self, path: Path):
-        super().__init__()
-        self.path, self.best, self.weights = path, -1.0, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        acc = logs.get("val_accuracy", logs.get("accuracy", -1.0))  # train accuracy when there is no val split
-        if acc > self.best:
-            self.best, self.weights = acc, self.model.get_weights()
-            self.model.save_weights(str(self.path))
-
-
-class _EpochLog(keras.callbacks.Callback):
-    """Records one history row per finished epoch as it ends, so an interrupted run keeps its history."""
-
-    def __init__(self):
-        super().__init__()
-        self.phase, self.rows = "", []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.rows.append({"epoch": len(self.rows) + 1, "phase": self.phase,
-                          **{k: float(v) for k, v in (logs or {}).items()}})
+    checkpoint: Path | None = None
 
 
 def _history_csv(history: list[dict]) -> str:
@@ -77,101 +60,199 @@ def _history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _float32_copy(model: keras.Model, cfg: TrainConfig, input_shape, num_classes) -> keras.Model:
-    """Rebuild ``model`` under the float32 policy and copy the weights (for mixed-precision runs)."""
+def _float32_copy(model: keras.Model, cfg: TrainConfig, input_shape, num_classes, tmp: Path) -> keras.Model:
+    """Rebuild ``model`` under the float32 policy and copy the weights (for mixed-precision runs).
+
+    Through a ``.weights.h5`` file, which matches variables by layer structure (``get_weights`` order
+    depends on which layers are trainable, and differs after two-phase fine-tuning)."""
     keras.mixed_precision.set_global_policy("float32")
     m32 = build_model(cfg.model.__class__(**{**cfg.model.to_dict(), "weights": "none"}), input_shape, num_classes)
-    m32.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+    path = tmp / "float32.weights.h5"
+    model.save_weights(str(path))
+    m32.load_weights(str(path))
+    path.unlink()
     return m32
+
+
+def resolve_input_size(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the training/model input size chosen when ``cfg.data.image_size`` is None.
+
+    The images' native size unless the model needs less: ``ModelSpec.default_input_size`` (e.g.
+    ``cnn``: at most 64 px on the longer side; transfer models: their ``img_size``). A reduced size
+    is written into ``cfg.data.image_size`` (so config.json records it) and logged as one line,
+    e.g. ``input size 64x64 (images are 400x400; --input-size to override)``; image folders at
+    their own size are logged too. An explicit ``image_size`` is kept as it is.
+
+    Raises:
+        edgeclf.errors.DataError: the data is missing or its sampled images can't be decoded.
+    """
+    if cfg.data.image_size is not None:
+        return cfg
+    native = native_size(cfg.data)
+    size = tuple(get_spec(cfg.model.name).default_input_size(cfg.model, native))
+    if size != tuple(native):
+        log.info("input size %dx%d (images are %dx%d; --input-size to override)", *size, *native)
+        return cfg.with_(data=replace(cfg.data, image_size=size))
+    if cfg.data.source not in BUILTIN:
+        log.info("input size %dx%d (the images' size)", *size)
+    return cfg
+
+
+def _phases(cfg: TrainConfig, spec) -> list[tuple[str, int, float, int | None]]:
+    """(name, epochs, peak lr, trainable base layers or None) per phase."""
+    if not spec.two_phase:
+        return [("train", cfg.epochs, cfg.lr, None)]
+    phases = []
+    if cfg.head_epochs:
+        phases.append(("head", cfg.head_epochs, cfg.lr, 0))
+    if cfg.epochs:
+        phases.append(("fine-tune", cfg.epochs, cfg.fine_tune_lr, cfg.fine_tune_layers))
+    return phases
 
 
 def train(cfg: TrainConfig, progress: bool = True,
           extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data``, evaluate on the test split, write the model directory.
 
-    Two-phase transfer learning for models whose spec says so (``mobilenet_v2``): ``head_epochs`` with the base frozen at
-    ``lr``, then ``epochs`` with the last ``fine_tune_layers`` base layers trainable at
-    ``fine_tune_lr`` (BatchNorm frozen throughout). Ctrl-C stops training cleanly: the best
-    weights so far are kept, evaluated and saved.
+    Two-phase transfer learning for models whose spec says so (``mobilenet_v2``): ``head_epochs``
+    with the base frozen at ``lr``, then ``epochs`` with the last ``fine_tune_layers`` base layers
+    trainable at ``fine_tune_lr`` (BatchNorm frozen throughout). With ``cfg.distill`` the loss
+    includes the teacher's soft targets (:mod:`edgeclf.train.distill`). The input size is chosen by
+    :func:`resolve_input_size` when ``cfg.data.image_size`` is None.
+
+    After every epoch the run checkpoint ``out/.name.partial/`` is updated, so an interrupted or
+    crashed run (Ctrl-C, an error, even SIGKILL) can be continued with :func:`resume`. Ctrl-C
+    stops training cleanly: the best weights so far are evaluated and saved, and the checkpoint is
+    kept. A finished run deletes its checkpoint.
 
     Args:
         cfg: the training configuration.
         progress: show a progress bar while decoding image folders.
-        extra_callbacks: Keras callbacks run after edgeclf's own (best-weights checkpoint, history,
-            early stopping) in every phase, e.g. for logging; one raising ``KeyboardInterrupt``
-            behaves like Ctrl-C.
+        extra_callbacks: Keras callbacks run after edgeclf's own (checkpoint, history, early
+            stopping) in every phase, e.g. for logging; one raising ``KeyboardInterrupt`` behaves
+            like Ctrl-C.
 
     Returns:
         TrainResult with the model directory ``Path(cfg.out) / cfg.run_name`` and test metrics.
 
     Raises:
-        edgeclf.errors.DataError: bad data. edgeclf.errors.ConfigError: bad configuration.
+        edgeclf.errors.DataError: bad data. edgeclf.errors.ConfigError: bad configuration, a bad
+            teacher, or an unfinished run already checkpointed under the same name.
         edgeclf.errors.WeightsError: pretrained weights not loadable.
+        KeyboardInterrupt: interrupted before the first epoch finished (nothing is kept).
     """
-    spec = get_spec(cfg.model.name)
-    spec.validate_weights(cfg.model.weights)  # before spending minutes on loading the data
-    set_seed(cfg.seed)
-    channels = 3
-    ds = load_dataset(cfg.data, channels=channels, progress=progress)
-    log.info("%s", ds.summary())
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
-    model = build_model(cfg.model, ds.input_shape, ds.num_classes)
+    get_spec(cfg.model.name).validate_weights(cfg.model.weights)  # before spending minutes on the data
+    cfg = resolve_input_size(cfg)
+    out_dir = Path(cfg.out) / cfg.run_name
+    return _run(cfg, RunCheckpoint.create(out_dir, cfg), progress, extra_callbacks)
+
+
+def resume(path: str | Path, progress: bool = True,
+           extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+    """Continue an interrupted run from its last finished epoch (``edgeclf train --resume``).
+
+    The configuration, the history, the finished phases, the best weights, and the model and
+    optimizer state of the last finished epoch (so the learning-rate schedule continues where it
+    was) come from the checkpoint; the model directory is the one beside it. Epochs after the
+    resume see another shuffle/augmentation order than an uninterrupted run would, so results
+    match it in expectation, not bit for bit.
+
+    Args:
+        path: the model directory ``OUT/NAME`` (whose checkpoint is ``OUT/.NAME.partial``) or the
+            checkpoint directory itself.
+        progress, extra_callbacks: as for :func:`train`.
+
+    Returns / Raises: as :func:`train`; ConfigError also when there is no checkpoint at ``path``.
+    """
+    ckpt_path = find_checkpoint(path)
+    ckpt, cfg = RunCheckpoint.open(ckpt_path)
+    try:
+        get_spec(cfg.model.name).validate_weights(cfg.model.weights)
+    except BaseException:
+        ckpt.abandon()
+        raise
+    log.info("resuming %s after epoch %d (%s)", model_dir_of(ckpt_path), len(ckpt.state["history"]), ckpt_path)
+    return _run(cfg, ckpt, progress, extra_callbacks)
+
+
+def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weight, extra_callbacks) -> None:
+    """Run the phases not finished yet, checkpointing after every epoch and at every phase end."""
+    phases = _phases(cfg, spec)
+    done = int(ckpt.state["phases_done"])
+    if done:
+        model.load_weights(str(ckpt.phase_weights(done - 1)))
+    for i, (phase, epochs, lr, layers) in enumerate(phases):
+        if i < done:
+            continue
+        if layers is not None:
+            n = spec.make_base_trainable(model, layers)
+            log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
+        rows = [r for r in ckpt.state["history"] if r["phase"] == phase]
+        if cfg.patience and early_stop(rows, cfg.patience):  # stopped early, killed before the phase end was saved
+            model.load_weights(str(ckpt.best_path))
+            ckpt.finish_phase(model, i)
+            continue
+        state = EpochState(ckpt, phase, cfg.patience)
+        backup = keras.callbacks.BackupAndRestore(str(ckpt.backup_dir(i)), delete_checkpoint=False)
+        plan = FitPlan(optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+                       label_smoothing=cfg.label_smoothing, warmup_fraction=cfg.warmup_fraction,
+                       augment=cfg.augment, seed=cfg.seed, teacher=teacher)
+        fit(model, ds.x_train, ds.y_train, ds.num_classes, plan, epochs, [state, backup, *extra_callbacks],
+            validation=(ds.x_val, ds.y_val), class_weight=class_weight)
+        if state.stopped:  # as EarlyStopping(restore_best_weights=True)
+            model.load_weights(str(ckpt.best_path))
+        ckpt.finish_phase(model, i)
+
+
+def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool,
+         extra_callbacks: Sequence[keras.callbacks.Callback]) -> TrainResult:
+    """Train (or continue) ``cfg`` from ``ckpt``'s state, then evaluate and write the model directory."""
+    out_dir = ckpt.model_dir
+    try:
+        spec = get_spec(cfg.model.name)
+        set_seed(cfg.seed)
+        ds = load_dataset(cfg.data, channels=3, progress=progress)
+        log.info("%s", ds.summary())
+        teacher = load_teacher(cfg.distill, ds.input_shape, ds.class_names) if cfg.distill else None
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
+        model = build_model(cfg.model, ds.input_shape, ds.num_classes)
+    except BaseException:
+        ckpt.abandon()
+        raise
     class_weight = (balanced_class_weights(ds.y_train, ds.num_classes)
                     if cfg.class_weight is ClassWeight.BALANCED else None)
-
-    out_dir = Path(cfg.out) / cfg.run_name
-    work = make_temp_dir(out_dir)  # .<name>.partial-XXXX beside out_dir, mode 0o777 & ~umask (not mkdtemp's 0700)
-    best = _BestCheckpoint(work / "best.weights.h5")
-    epoch_log = _EpochLog()
-    callbacks = [best, epoch_log]
-    if cfg.patience:
-        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience, mode="max",
-                                                       restore_best_weights=True))
-    callbacks += list(extra_callbacks)
-    history = epoch_log.rows
     interrupted = False
-    t0 = time.perf_counter()
     try:
-        phases = []
-        if spec.two_phase:
-            if cfg.head_epochs:
-                phases.append(("head", cfg.head_epochs, cfg.lr, 0))
-            if cfg.epochs:
-                phases.append(("fine-tune", cfg.epochs, cfg.fine_tune_lr, cfg.fine_tune_layers))
-        else:
-            phases.append(("train", cfg.epochs, cfg.lr, None))
-        for phase, epochs, lr, layers in phases:
-            if layers is not None:
-                n = spec.make_base_trainable(model, layers)
-                log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
-            epoch_log.phase = phase
-            plan = FitPlan(optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                           label_smoothing=cfg.label_smoothing, warmup_fraction=cfg.warmup_fraction,
-                           augment=cfg.augment, seed=cfg.seed)
-            fit(model, ds.x_train, ds.y_train, ds.num_classes, plan, epochs, callbacks,
-                validation=(ds.x_val, ds.y_val), class_weight=class_weight)
+        _train_phases(cfg, spec, model, ds, ckpt, teacher, class_weight, extra_callbacks)
     except KeyboardInterrupt:
-        interrupted = True
-        log.warning("interrupted: keeping the best weights so far (val top-1 %.4f)", best.best)
-        if best.weights is None:
-            shutil.rmtree(work, ignore_errors=True)
+        if not ckpt.has_best:
+            ckpt.abandon()
             raise
+        interrupted = True
+        log.warning("interrupted: keeping the best weights so far (val top-1 %.4f)", ckpt.state["best_acc"])
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        if ckpt.state["history"]:
+            log.error("training failed; the checkpoint of epoch %d is kept: continue with "
+                      "edgeclf train --resume %s", len(ckpt.state["history"]), out_dir)
+        ckpt.abandon()
         raise
-    train_seconds = time.perf_counter() - t0
-    if best.weights is not None and (interrupted or len(ds.x_val)):
-        model.set_weights(best.weights)
-    if cfg.mixed_precision:
-        model = _float32_copy(model, cfg, ds.input_shape, ds.num_classes)
+    history = ckpt.state["history"]
+    if ckpt.has_best and (interrupted or len(ds.x_val)):
+        model.load_weights(str(ckpt.best_path))
 
+    work = make_temp_dir(out_dir, "new")  # .<name>.new-XXXX beside out_dir, mode 0o777 & ~umask (not mkdtemp's 0700)
     try:
+        if cfg.mixed_precision:
+            model = _float32_copy(model, cfg, ds.input_shape, ds.num_classes, work)
         metrics = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
+        best = ckpt.state["best_acc"]
         metrics.update({
             "model": cfg.model.name, "dataset": ds.name, "test_split": ds.test_split_name,
             "n_train": len(ds.x_train), "n_val": len(ds.x_val),
-            "best_val_top1_acc": round(float(best.best), 4) if best.weights is not None else None,
-            "train_seconds": round(train_seconds, 1), "epochs_run": len(history), "interrupted": interrupted,
+            "best_val_top1_acc": round(float(best), 4) if best is not None else None,
+            "train_seconds": round(float(ckpt.state["train_seconds"]), 1), "epochs_run": len(history),
+            "interrupted": interrupted, "resumed": int(ckpt.state["sessions"]) - 1,
+            "teacher": cfg.distill.teacher if cfg.distill else None,
             "params": int(model.count_params()), "macs_per_image": count_macs(model),
             "flops_per_image": 2 * count_macs(model), "input_shape": list(ds.input_shape),
             "versions": {"edgeclf": __version__, **tool_versions()},
@@ -182,9 +263,17 @@ def train(cfg: TrainConfig, progress: bool = True,
             write_text(work / "labels.txt", "\n".join(ds.class_names) + "\n")
             write_text(work / "history.csv", _history_csv(history))
             write_eval_artifacts(work, metrics, history)
-            (work / "best.weights.h5").unlink(missing_ok=True)
         replace_dir(work, out_dir)
+    except BaseException:
+        ckpt.close()
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if interrupted:
+        ckpt.close()
+        log.warning("checkpoint of epoch %d kept in %s: continue with edgeclf train --resume %s",
+                    len(history), ckpt.path, out_dir)
+    else:
+        ckpt.remove()
     log.info("test top-1 %.4f (%d images) -> %s", metrics["top1_acc"], metrics["n_test"], out_dir)
-    return TrainResult(out_dir, metrics, interrupted)
+    return TrainResult(out_dir, metrics, interrupted, ckpt.path if interrupted else None)

@@ -1,0 +1,218 @@
+"""The ImageNet transfer backbones (edgeclf.models.transfer): embedded preprocessing against
+``keras.applications.<family>.preprocess_input``, ``--weights`` from a local file, the two-phase
+freezing, and a round trip train -> int8 TFLite + int8 ONNX export -> runtime for every backbone.
+
+ImageNet weights cannot be downloaded here, so the round trip starts from weights made in the test:
+the randomly initialised base with its BatchNorm statistics set from training images (one pass in
+training mode) or, for VGG16 (no BatchNorm), its conv kernels scaled to unit output variance (LSUV,
+Mishkin & Matas 2016), saved with ``save_weights`` and passed as ``--weights PATH``. With the
+identity statistics of a fresh base every image gave the same features (feature std ~1e-11 for
+mobilenet_v2 at 32 px, measured), so the float model was constant and an int8 comparison
+meaningless. Random features do not solve the tiny task (a linear probe stays near chance on the
+test images), so the round trip checks that training ran as the two-phase recipe says and that
+the int8 files reproduce a float model whose predictions are spread over the classes; it does not
+ask for accuracy.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+
+import numpy as np
+import pytest
+
+from edgeclf._keras import keras, tf
+from edgeclf.errors import ConfigError, WeightsError
+from edgeclf.models import MODELS, ModelConfig, Preprocessing, build_model, get_spec, transfer
+
+L = keras.layers
+BACKBONES = [name for name, spec in MODELS.items() if spec.two_phase]
+#: the round trip (train + two int8 conversions) of these takes 1-3 minutes each: run with -m slow too
+HEAVY = {"mobilenet_v3_large", "efficientnetv2_b0", "resnet50", "vgg16"}
+#: epochs of the stand-in "pretraining" of each base on the tiny data (see the module docstring)
+PRETRAIN_EPOCHS = 3
+#: int8 vs float top-1 agreement required on the 90 test images (one image = 0.011)
+MIN_AGREEMENT = 0.9
+
+
+def _params(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in names]
+
+
+def _tiny(name: str, **kw) -> ModelConfig:
+    return ModelConfig(name=name, **{**MODELS[name].tiny, **kw})
+
+
+def _pixels(shape, seed=1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
+
+
+def test_the_issue_backbones_are_registered():
+    assert set(BACKBONES) == {"mobilenet", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                              "efficientnetv2_b0", "resnet50", "vgg16"}
+    for name in BACKBONES:
+        spec = MODELS[name]
+        assert spec.builder == "edgeclf.models.transfer:build" and name in transfer.FAMILIES
+        assert {"weights", "img_size", "head_epochs", "fine_tune_layers", "fine_tune_lr"} <= spec.options
+        assert ("alpha" in spec.options) == bool(spec.pretrained_alphas)
+        assert spec.tiny["weights"] == "none" and spec.tiny["img_size"] == 32
+        if spec.pretrained_alphas:
+            assert spec.tiny["alpha"] == min(spec.pretrained_alphas)
+
+
+# ---------------------------------------------------------------- embedded preprocessing
+
+
+def _expected_normalisation(preprocessing: Preprocessing, x: np.ndarray) -> np.ndarray:
+    """The documented formula of each mode, independent of Keras."""
+    if preprocessing is Preprocessing.MINUS_ONE_TO_ONE:
+        return x / 127.5 - 1.0
+    if preprocessing is Preprocessing.TORCH:
+        return (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    if preprocessing is Preprocessing.CAFFE:
+        return x[..., ::-1] - np.array([103.939, 116.779, 123.68])
+    raise AssertionError(preprocessing)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_embedded_preprocessing_matches_keras_preprocess_input(name):
+    """Random pixels at 40x40 -> the model's resize to 32 and normalisation == preprocess_input(resize(x)),
+    applied exactly once: either by a ``normalize`` layer or by the base's built-in layers, never both."""
+    keras.backend.clear_session()
+    spec, family = get_spec(name), transfer.FAMILIES[name]
+    model = build_model(_tiny(name), (40, 40, 3), 3)
+    x = _pixels((4, 40, 40, 3))
+    resized = tf.image.resize(x, (32, 32), method="bilinear").numpy()
+    reference = getattr(keras.applications, family.module).preprocess_input(resized.copy())
+    got = transfer.preprocessing_model(model)(x).numpy()
+
+    base_norm = [layer for layer in transfer.base_model(model).layers
+                 if isinstance(layer, (L.Rescaling, L.Normalization))]
+    has_normalize = "normalize" in {layer.name for layer in model.layers}
+    if family.builtin_preprocessing:
+        # preprocess_input is a pass-through for these families: the base normalises by itself
+        np.testing.assert_array_equal(reference, resized)
+        assert not has_normalize and base_norm
+        reference = _expected_normalisation(spec.preprocessing, resized)
+    else:
+        assert has_normalize and not base_norm
+        np.testing.assert_allclose(reference, _expected_normalisation(spec.preprocessing, resized), rtol=1e-5,
+                                   atol=1e-4)
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vgg16", "mobilenet_v3_small"])
+def test_grey_input_is_repeated_to_three_channels(name):
+    keras.backend.clear_session()
+    grey = build_model(_tiny(name), (32, 32, 1), 3)
+    x = _pixels((2, 32, 32, 1))
+    got = transfer.preprocessing_model(grey)(x).numpy()
+    want = _expected_normalisation(MODELS[name].preprocessing, np.repeat(x, 3, axis=-1))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_caffe_normalisation_stays_frozen_through_fine_tuning():
+    keras.backend.clear_session()
+    model = build_model(_tiny("vgg16"), (32, 32, 3), 3)
+    transfer.set_base_trainable(model, -1)
+    assert not model.get_layer("normalize").trainable
+    assert not any("normalize" in w.name for w in model.trainable_weights)
+
+
+# ---------------------------------------------------------------- two phases, BatchNorm
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_two_phase_freezing(name):
+    """Phase 1 trains the head only; phase 2 the last N base layers; BatchNorm never, and in inference mode."""
+    keras.backend.clear_session()
+    model = build_model(_tiny(name), (32, 32, 3), 3)
+    base = transfer.base_model(model)
+    head = {"logits/kernel:0", "logits/bias:0"}
+    assert transfer.set_base_trainable(model, 0) == 0
+    assert {w.name for w in model.trainable_weights} == head
+
+    last = get_spec(name).recipe["fine_tune_layers"]
+    n = transfer.set_base_trainable(model, last)
+    opened = [layer for layer in base.layers[-last:] if layer.weights and not isinstance(layer, L.BatchNormalization)]
+    assert n == len(opened) > 0
+    frozen = [layer for layer in base.layers[:-last] if layer.weights]
+    assert frozen and not any(layer.trainable for layer in frozen)
+    bns = [layer for layer in base.layers if isinstance(layer, L.BatchNormalization)]
+    assert not any(layer.trainable for layer in bns)
+    if bns:  # inference mode even in a training step: the moving statistics stay put
+        before = [w.numpy().copy() for w in bns[-1].weights]
+        model(_pixels((4, 32, 32, 3)), training=True)
+        for a, w in zip(before, bns[-1].weights):
+            np.testing.assert_array_equal(a, w.numpy())
+    assert transfer.set_base_trainable(model, -1) > n
+
+
+# ---------------------------------------------------------------- --weights
+
+
+@pytest.mark.parametrize("name", _params(BACKBONES))
+def test_weights_load_from_a_local_file(name, tmp_path):
+    """A no-top base saved with save_weights loads through --weights PATH: every tensor arrives."""
+    keras.backend.clear_session()
+    source = transfer.base_model(build_model(_tiny(name), (32, 32, 3), 3))
+    for w in source.weights:  # make the file differ from any fresh initialisation
+        w.assign(w + np.random.default_rng(0).normal(0, 0.01, w.shape).astype(np.float32))
+    path = tmp_path / f"{name}_no_top.h5"
+    source.save_weights(path)
+    get_spec(name).validate_weights(str(path))
+    loaded = transfer.base_model(build_model(_tiny(name, weights=str(path)), (48, 48, 3), 3))
+    assert len(loaded.weights) == len(source.weights)
+    for a, b in zip(source.weights, loaded.weights):
+        assert a.name == b.name
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+
+
+def test_weights_of_another_family_are_refused_naming_the_file(tmp_path):
+    keras.backend.clear_session()
+    path = tmp_path / "mobilenet_no_top.h5"
+    transfer.base_model(build_model(_tiny("mobilenet"), (32, 32, 3), 3)).save_weights(path)
+    with pytest.raises(WeightsError, match=r"mobilenet_no_top\.h5: could not load MobileNetV3Small weights"):
+        build_model(_tiny("mobilenet_v3_small", weights=str(path)), (32, 32, 3), 3)
+
+
+def test_weights_check_runs_before_building(tmp_path):
+    spec = get_spec("resnet50")
+    with pytest.raises(WeightsError, match="missing.h5: weights file not found"):
+        spec.validate_weights(str(tmp_path / "missing.h5"))
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(WeightsError, match="notes.h5: not an HDF5 weights file"):
+        spec.validate_weights(str(text))
+    import h5py
+
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(WeightsError, match="other.h5: an HDF5 file without Keras layer weights"):
+        spec.validate_weights(str(tmp_path / "other.h5"))
+    spec.validate_weights("none")
+    spec.validate_weights("imagenet")
+
+
+def test_imagenet_download_failure_says_to_pass_a_local_file(tmp_path, monkeypatch):
+    """The real Keras download path, made to fail: an empty cache and an unreachable proxy."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # so urlopen reads the proxy settings above
+    with pytest.raises(WeightsError, match="mobilenet: ImageNet weights could not be downloaded .* --weights PATH"):
+        build_model(_tiny("mobilenet", weights="imagenet", img_size=128), (32, 32, 3), 3)
+    assert not list((tmp_path / "keras").rglob("*.h5"))
+
+
+def test_alpha_without_imagenet_weights_is_refused():
+    with pytest.raises(ConfigError, match="alpha 0.5: mobilenet_v3_small has ImageNet weights only for alpha 0.75, 1"):
+        ModelConfig(name="mobilenet_v3_small", alpha=0.5)
+    assert ModelConfig(name="mobilenet_v3_small", alpha=0.5, weights="none").alpha == 0.5
+    assert ModelConfig(name="mobilenet", alpha=0.25).weights == "imagenet"
+    assert ModelConfig(name="vgg16").img_size == MODELS["vgg16"].defaults["img_size"]
+
+
+# ---------------------------------------------------------------- train -> int8 export -> runtime
