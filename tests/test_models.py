@@ -1,4 +1,7 @@
-"""edgeclf.models: every registered architecture, parameter/MAC counts, BN placement, fine-tuning."""
+"""edgeclf.models: every registered architecture, parameter/MAC counts, BN placement, fine-tuning.
+
+The transfer backbones' own checks (preprocessing, weights files, int8 round trip) are in
+test_backbones.py."""
 
 from __future__ import annotations
 
@@ -14,13 +17,18 @@ from edgeclf.models.flops import count_macs
 from edgeclf.train.config import Optimizer, TrainConfig
 
 L = keras.layers
-
+TRANSFER = [name for name, spec in MODELS.items() if spec.two_phase]
 
 
 def _cfg(name: str, **kw) -> ModelConfig:
     if "weights" in MODELS[name].options:
         kw.setdefault("weights", "none")
     return ModelConfig(name=name, **kw)
+
+
+def _small(name: str) -> ModelConfig:
+    """Transfer models at their tiny test size (32 px, smallest alpha); the others at their defaults."""
+    return ModelConfig(name=name, **MODELS[name].tiny) if name in TRANSFER else _cfg(name)
 
 
 def _check_classifier(model, input_shape, num_classes: int) -> np.ndarray:
@@ -39,7 +47,7 @@ def _check_classifier(model, input_shape, num_classes: int) -> np.ndarray:
 @pytest.mark.parametrize("input_shape, num_classes", [((32, 32, 3), 10), ((28, 28, 1), 4)])
 def test_every_model_builds_and_outputs_probabilities(name, input_shape, num_classes):
     keras.backend.clear_session()
-    model = build_model(_cfg(name), input_shape, num_classes)
+    model = build_model(_small(name), input_shape, num_classes)
     _check_classifier(model, input_shape, num_classes)
     assert count_macs(model) > 0
 
@@ -74,7 +82,7 @@ def test_mobilenet_v2_missing_weights_file(tmp_path):
 
 
 def test_unknown_model_name():
-    with pytest.raises(ConfigError, match="unknown model 'resnet'; choose one of cnn, cnn-small"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet'; choose one of cnn, cnn-resnet9, cnn-small"):
         build_model(ModelConfig(name="resnet"), (32, 32, 3), 10)
 
 
@@ -141,12 +149,13 @@ def _consumers(model) -> dict[str, list[str]]:
     return out
 
 
-def test_cnn_convolutions_are_followed_by_batchnorm_then_relu():
+@pytest.mark.parametrize("name, n_convs", [("cnn", 7), ("cnn-resnet9", 8)])
+def test_cnn_convolutions_are_followed_by_batchnorm_then_relu(name, n_convs):
     keras.backend.clear_session()
-    model = build_model(_cfg("cnn", width=8), (32, 32, 3), 10)
+    model = build_model(_cfg(name, width=8), (32, 32, 3), 10)
     consumers = _consumers(model)
     convs = [layer for layer in model.layers if isinstance(layer, L.Conv2D)]
-    assert len(convs) == 8
+    assert len(convs) == n_convs
     for conv in convs:
         assert not conv.use_bias, conv.name  # the bias would be redundant with BN's beta
         (bn_name,) = consumers[conv.name]
@@ -165,12 +174,22 @@ def test_cnn_width_scales_the_stages():
     keras.backend.clear_session()
     model = build_model(_cfg("cnn", width=8), (32, 32, 3), 10)
     filters = [layer.filters for layer in model.layers if isinstance(layer, L.Conv2D)]
-    assert filters == [8, 16, 16, 16, 32, 64, 64, 64]
-    # the documented sizes at 32x32x3, 10 classes: width 16 414,074 parameters and 24.0 M MACs;
-    # the default width 32: 1,648,362 parameters and 95.2 M MACs
-    quarter = build_model(ModelConfig(name="cnn", width=16), (32, 32, 3), 10)
-    assert quarter.count_params() == 414_074 and count_macs(quarter) == 24_036_608
+    assert filters == [8, 16, 16, 64, 64, 64, 64]
+    assert isinstance(model.get_layer("pool"), L.GlobalMaxPooling2D)
+    # the documented sizes at 32x32x3, 10 classes: the default width 32 1,980,394 parameters, 151.9 M MACs
     default = build_model(ModelConfig(name="cnn"), (32, 32, 3), 10)
+    assert default.count_params() == 1_980_394 and count_macs(default) == 151_882_240
+
+
+def test_cnn_resnet9_width_scales_the_stages():
+    keras.backend.clear_session()
+    model = build_model(_cfg("cnn-resnet9", width=8), (32, 32, 3), 10)
+    filters = [layer.filters for layer in model.layers if isinstance(layer, L.Conv2D)]
+    assert filters == [8, 16, 16, 16, 32, 64, 64, 64]
+    # width 16 (round 1's cnn) 414,074 parameters and 24.0 M MACs; width 32: 1,648,362 and 95.3 M
+    quarter = build_model(ModelConfig(name="cnn-resnet9", width=16), (32, 32, 3), 10)
+    assert quarter.count_params() == 414_074 and count_macs(quarter) == 24_036_608
+    default = build_model(ModelConfig(name="cnn-resnet9"), (32, 32, 3), 10)
     assert default.count_params() == 1_648_362 and count_macs(default) == 95_259_136
 
 
@@ -236,3 +255,16 @@ def test_model_config_validation():
         ModelConfig(width=2)
     with pytest.raises(ValueError, match="img_size"):
         ModelConfig(img_size=16)
+    with pytest.raises(ValueError, match="alpha"):
+        ModelConfig(name="mobilenet", alpha=0.0)
+
+
+def test_model_config_defaults_come_from_the_spec():
+    for name, spec in MODELS.items():
+        cfg = ModelConfig(name=name)
+        assert cfg.img_size == spec.defaults.get("img_size", 96)
+        assert (cfg.alpha, cfg.weights) == (1.0, "imagenet")
+    assert ModelConfig(name="vgg16", img_size=48).img_size == 48  # given values win
+    # a config.json written with every field set reads back unchanged
+    cfg = ModelConfig(name="resnet50", weights="none", img_size=72)
+    assert ModelConfig(**cfg.to_dict()) == cfg

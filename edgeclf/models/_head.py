@@ -7,9 +7,10 @@ from edgeclf._keras import keras
 L = keras.layers
 
 
-def classifier_head(x, num_classes: int, dropout: float):
-    """Global average pool -> dropout (if > 0) -> dense logits -> float32 softmax probabilities (N, C)."""
-    x = L.GlobalAveragePooling2D(name="pool")(x)
+def classifier_head(x, num_classes: int, dropout: float, pool: str = "avg"):
+    """Global pool (``"avg"`` or ``"max"``) -> dropout (if > 0) -> dense logits -> float32 softmax
+    probabilities (N, C)."""
+    x = (L.GlobalMaxPooling2D if pool == "max" else L.GlobalAveragePooling2D)(name="pool")(x)
     if dropout:
         x = L.Dropout(dropout, name="dropout")(x)
     x = L.Dense(num_classes, name="logits")(x)
