@@ -68,8 +68,13 @@ def _save_checked(model_proto, out_path: Path, metadata: dict) -> Path:
 
 
 def keras_to_onnx(model):
-    """tf_keras model -> fp32 ``onnx.ModelProto`` (opset 17, input ``image`` with dynamic batch)."""
+    """tf_keras model -> fp32 ``onnx.ModelProto`` (opset 17, input ``image`` with dynamic batch); node
+    names are the same on every call for the same model."""
     _, tf2onnx = _libs()
+    # tf2onnx numbers the ops it inserts from a process-wide counter (utils.make_name); restarting it
+    # makes two conversions of one model name their nodes alike, so a --quant-report node name is a
+    # valid nodes_to_exclude entry in the --fallback conversion
+    tf2onnx.utils.INTERNAL_NAME = 1
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="image"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
     return proto

@@ -100,8 +100,8 @@ def _saved(sess, outputs) -> dict[str, np.ndarray]:
 def onnx_layer_errors(model, representative: np.ndarray, recipe: OnnxInt8Recipe) -> list[LayerError]:
     """Per-layer errors of an onnxruntime QDQ ``recipe`` of a tf_keras model, in graph order.
 
-    ``layer`` is the ONNX node that produces the tensor (what ``nodes_to_exclude`` takes). Tensors
-    without a Q/DQ pair or without a producing node (the graph input) have no row.
+    ``layer`` is the ONNX node that produces the tensor in the QDQ graph (what ``nodes_to_exclude``
+    takes). Tensors without a Q/DQ pair or without a producing node (the graph input) have no row.
     """
     import onnx
     from onnxruntime.quantization import qdq_loss_debug as qdb
@@ -112,8 +112,11 @@ def onnx_layer_errors(model, representative: np.ndarray, recipe: OnnxInt8Recipe)
         pre = float_onnx_for_quantization(model, Path(tmp) / "float.onnx")
         q = quantize_qdq(pre, Path(tmp) / "qdq.onnx", representative, recipe)
         graph = onnx.load(str(pre)).graph
-        producer = {out: node for node in graph.node for out in node.output}
-        order = {name: i for i, node in enumerate(graph.node) for name in node.output}
+        # the op that computes a tensor in the QDQ graph (a Relu after a Conv is folded into the Conv's
+        # output range there, so the Conv is the layer to keep in float)
+        q_nodes = [n for n in onnx.load(str(q)).graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
+        producer = {out: node for node in q_nodes for out in node.output}
+        order = {name: i for i, node in enumerate(q_nodes) for name in node.output}
         for src in (pre, q):
             qdb.modify_model_output_intermediate_tensors(str(src), str(src.with_suffix(".aug.onnx")))
         f_sess, q_sess = _session(pre.with_suffix(".aug.onnx")), _session(q.with_suffix(".aug.onnx"))
