@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from edgeclf.export.config import AUTO_ONNX_RECIPE, OnnxInt8Recipe, choose_onnx_recipe
-from edgeclf.runtime.cpu import ARCH_ENV, FLAGS_ENV, Int8KernelClass, cpu_features, features_from_flags, kernel_class
+from edgeclf.runtime.cpu import (
+    ARCH_ENV,
+    FLAGS_ENV,
+    Int8KernelClass,
+    cpu_features,
+    features_from_flags,
+    kernel_class,
+)
 
 AVX2 = "fpu sse4_1 avx avx2 fma"
 AVX512_NO_VNNI = AVX2 + " avx512f avx512bw avx512vl"
