@@ -14,7 +14,7 @@ from edgeclf.export.config import (
     DEFAULT_PRECISIONS,
     ExportConfig,
     Int8Io,
-    OnnxInt8Path,
+    OnnxInt8Recipe,
     TfliteInt8Quantizer,
     parse_formats,
     parse_precisions,
@@ -38,7 +38,29 @@ def format_table(result) -> str:
                      f"{v.top1_agreement:.4f}" if v else "-", a.status.value))
     rows += [(file, "-", "-", "-", "-", "-", "failed") for file in result.failures]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines + int8_notes(result.artifacts))
+
+
+def int8_notes(artifacts) -> list[str]:
+    """Lines under the table: the CPU each int8 file was validated on, its worst layers (quant report)
+    and what ``--fallback`` kept in float at which size / latency cost."""
+    out = []
+    for a in artifacts:
+        if a.validated_on is not None and a.precision.value == "int8":
+            out.append(f"{a.file}: validated on {a.validated_on.int8_kernel_class} ({a.validated_on.arch}), "
+                       f"quantizer {a.quantizer}")
+        if a.worst_layers:
+            worst = ", ".join(f"{e.layer} ({e.op_type}) {e.snr_db:.1f} dB" for e in a.worst_layers)
+            out.append(f"  worst layers by SNR: {worst}")
+        if a.fallback is not None:
+            fb = a.fallback
+            verdict = "within budget" if fb.within_budget else "layer limit reached, still over budget"
+            out.append(f"  fallback: {len(a.float_layers)} float layer(s) [{', '.join(a.float_layers)}]: drop "
+                       f"{fb.acc_drop_pp_int8:+.2f} -> {a.validation.acc_drop_pp:+.2f} points ({verdict}); size "
+                       f"{_mb(fb.size_bytes_int8)} -> {_mb(a.size_bytes)}; p50 {fb.latency_ms_p50_int8:.3f} -> "
+                       f"{fb.latency_ms_p50:.3f} ms")
+    return out
 
 
 @click.command("export")
@@ -54,8 +76,9 @@ def format_table(result) -> str:
               help="Fine-tuning epochs while pruning.")
 @click.option("--qat", is_flag=True, help="Quantization-aware training before int8 conversion (needs int8).")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--calibration-samples", type=int, default=500, show_default=True,
-              help="Training images for int8 calibration.")
+@click.option("--calibration-images", "--calibration-samples", "calibration_samples", type=int, default=500,
+              show_default=True, help="Training images for int8 calibration: stratified by class, no augmentation, "
+                                      "the validation preprocessing.")
 @click.option("--data", default=None, help="Data source instead of the one in config.json.")
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
               help="Fail an artifact whose test top-1 is more than this many points below the float model.")
@@ -68,14 +91,25 @@ def format_table(result) -> str:
                                       "the TFLite Task Library, Android and Coral (pixels as they are); int8 "
                                       "(zero point -128; needed with --tflite-int8 ai-edge-quantizer); float32 "
                                       "(quantize/dequantize inside). The int8 .onnx keeps int8 I/O.")
-@click.option("--onnx-int8", type=click.Choice([q.value for q in OnnxInt8Path]),
-              default=OnnxInt8Path.FROM_TFLITE.value, show_default=True, help="int8 ONNX path.")
+@click.option("--onnx-int8", type=click.Choice([q.value for q in OnnxInt8Recipe]),
+              default=OnnxInt8Recipe.AUTO.value, show_default=True,
+              help="int8 ONNX recipe; auto: onnxruntime's advice for this CPU's int8 kernels (x86 without VNNI: "
+                   "u8s8-reduce-range, with VNNI: u8s8, ARM: s8s8). See docs/quantization.md.")
+@click.option("--quant-report", is_flag=True,
+              help="Per-layer quantization error (SNR, MSE) of each int8 artifact on the calibration images: "
+                   "quant_report_<file>.csv + .png in MODEL_DIR, worst 5 layers in the table.")
+@click.option("--fallback", is_flag=True,
+              help="When an int8 artifact fails --max-accuracy-drop, keep its most sensitive layers in float "
+                   "until it passes or --fallback-max-layers is reached.")
+@click.option("--fallback-max-layers", type=int, default=8, show_default=True,
+              help="At most this many layers in float with --fallback.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Fine-tuning batch size (pruning, QAT); default: the training run's.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, calibration_samples, data,
-               max_accuracy_drop, allow_drop, val_samples, tflite_int8, int8_io, onnx_int8, batch_size, seed):
+               max_accuracy_drop, allow_drop, val_samples, tflite_int8, int8_io, onnx_int8, quant_report, fallback, fallback_max_layers,
+               batch_size, seed):
     """Prune/quantize MODEL_DIR/model.keras, write .tflite/.onnx files, validate each, update manifest.json."""
     try:
         cfg = ExportConfig(formats=parse_formats(formats),
@@ -84,7 +118,8 @@ def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epoch
                            calibration_samples=calibration_samples, data=data,
                            max_accuracy_drop_pp=max_accuracy_drop, allow_drop=allow_drop, val_samples=val_samples,
                            tflite_int8=TfliteInt8Quantizer(tflite_int8), int8_io=Int8Io(int8_io),
-                           onnx_int8=OnnxInt8Path(onnx_int8),
+                           onnx_int8=OnnxInt8Recipe(onnx_int8), quant_report=quant_report, fallback=fallback,
+                           fallback_max_layers=fallback_max_layers,
                            batch_size=batch_size, seed=seed)
     except ConfigError as exc:
         raise click.UsageError(one_line(exc)) from None

@@ -10,9 +10,17 @@ counts). Importing this package does not import TensorFlow; :func:`export_model`
 """
 
 from edgeclf.errors import AccuracyGateError, ExportError
-from edgeclf.export.config import ExportConfig, Format, OnnxInt8Path, Precision, TfliteInt8Quantizer
+from edgeclf.export.config import (
+           ExportConfig,
+           Format,
+           OnnxInt8Path,
+           OnnxInt8Recipe,
+           Precision,
+           TfliteInt8Quantizer,
+)
 from edgeclf.export.pipeline import ExportResult, export_model
 from edgeclf.runtime.manifest import Validation
 
 __all__ = ["AccuracyGateError", "ExportConfig", "ExportError", "ExportResult", "Format", "OnnxInt8Path",
+           "OnnxInt8Recipe",
            "Precision", "TfliteInt8Quantizer", "Validation", "export_model"]

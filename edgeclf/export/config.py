@@ -38,11 +38,43 @@ class Int8Io(str, enum.Enum):
     FLOAT32 = "float32"
 
 
-class OnnxInt8Path(str, enum.Enum):
-    """How the int8 ONNX file is made (see :mod:`edgeclf.export.onnx` for the measurements)."""
+class OnnxInt8Recipe(str, enum.Enum):
+    """How the int8 ONNX file is made (``--onnx-int8``; docs/quantization.md compares them).
 
-    ORT_QDQ = "ort-qdq"          # onnxruntime quantize_static (QDQ, per-channel, uint8 activations), float I/O
-    FROM_TFLITE = "from-tflite"  # tf2onnx conversion of the int8 TFLite file, int8 I/O
+    All but ``from-tflite`` are onnxruntime ``quantize_static`` in QDQ format with per-channel int8
+    weights (activations x weights, ``reduce_range`` = 7-bit weights); ``auto`` picks one per
+    int8 kernel class of the export CPU (:func:`choose_onnx_recipe`).
+    """
+
+    AUTO = "auto"
+    U8S8 = "u8s8"                            # uint8 activations, int8 weights
+    U8S8_REDUCE_RANGE = "u8s8-reduce-range"  # the same with 7-bit weights: no VPMADDUBSW saturation anywhere
+    S8S8 = "s8s8"                            # int8 activations and weights (onnxruntime's default types)
+    U8U8 = "u8u8"                            # uint8 activations and weights: exact U8U8 kernels on x86, slower
+    FROM_TFLITE = "from-tflite"              # tf2onnx conversion of the int8 TFLite file, int8 graph I/O
+
+
+#: Kept for callers of the round-1 name.
+OnnxInt8Path = OnnxInt8Recipe
+
+#: ``auto``: onnxruntime's own advice per CPU (``quantize_static`` docstring, "Choosing parameters
+#: for CPU inference"): x86 without VNNI -> U8S8 + reduce_range; x86 with VNNI -> U8S8; ARM -> S8S8.
+#: CPUs edgeclf cannot classify get the recipe that cannot saturate on any kernel.
+AUTO_ONNX_RECIPE: dict[str, OnnxInt8Recipe] = {
+    "x86-no-vnni": OnnxInt8Recipe.U8S8_REDUCE_RANGE,
+    "x86-vnni": OnnxInt8Recipe.U8S8,
+    "arm64": OnnxInt8Recipe.S8S8,
+    "x86-sse": OnnxInt8Recipe.U8S8_REDUCE_RANGE,
+    "other": OnnxInt8Recipe.U8S8_REDUCE_RANGE,
+}
+
+
+def choose_onnx_recipe(recipe: OnnxInt8Recipe, kernel_class: str) -> OnnxInt8Recipe:
+    """The concrete recipe for ``recipe`` on a CPU of int8 ``kernel_class`` (an
+    :class:`~edgeclf.runtime.cpu.Int8KernelClass` value); anything but AUTO is returned as given."""
+    if recipe is not OnnxInt8Recipe.AUTO:
+        return recipe
+    return AUTO_ONNX_RECIPE.get(kernel_class, OnnxInt8Recipe.U8S8_REDUCE_RANGE)
 
 
 #: (format, precision) pairs that have an exporter (the registry in registry.py implements exactly
@@ -106,7 +138,12 @@ class ExportConfig:
         val_samples: test images used for validation (stratified subset); None = the whole test split.
         tflite_int8: the int8 TFLite quantizer.
         int8_io: input/output type of the int8 ``.tflite`` file (the int8 ONNX keeps int8 I/O).
-        onnx_int8: the int8 ONNX path.
+        onnx_int8: the int8 ONNX recipe (``auto``: :func:`choose_onnx_recipe` for the export CPU).
+        quant_report: write a per-layer quantization error report (CSV + PNG) for each int8 artifact.
+        fallback: when an int8 artifact fails the accuracy gate, keep its most sensitive layers
+            (lowest SNR in the report) in float, one more at a time, until it passes or
+            ``fallback_max_layers`` layers are float.
+        fallback_max_layers: the limit of ``fallback``.
         batch_size: fine-tuning batch size (pruning, QAT); None = the training run's batch size.
         seed: seed for sampling and fine-tuning.
     """
@@ -124,7 +161,10 @@ class ExportConfig:
     val_samples: int | None = None
     tflite_int8: TfliteInt8Quantizer = TfliteInt8Quantizer.CONVERTER
     int8_io: Int8Io = Int8Io.UINT8
-    onnx_int8: OnnxInt8Path = OnnxInt8Path.FROM_TFLITE
+    onnx_int8: OnnxInt8Recipe = OnnxInt8Recipe.AUTO
+    quant_report: bool = False
+    fallback: bool = False
+    fallback_max_layers: int = 8
     batch_size: int | None = None
     seed: int = 0
 
@@ -147,6 +187,17 @@ class ExportConfig:
         if self.tflite_int8 is TfliteInt8Quantizer.AI_EDGE_QUANTIZER and self.int8_io is not Int8Io.INT8:
             raise ConfigError(f"--tflite-int8 ai-edge-quantizer writes int8 input/output only, not "
                               f"--int8-io {self.int8_io.value} (add --int8-io int8)")
+        int8 = Precision.INT8 in self.resolved_precisions()
+        for flag, on in (("--quant-report", self.quant_report), ("--fallback", self.fallback)):
+            if on and not int8:
+                raise ConfigError(f"{flag} works on int8 artifacts but int8 is not among the --quantize precisions")
+            if on and self.qat:
+                raise ConfigError(f"{flag} is for post-training quantization, not --qat models")
+            if on and self.tflite_int8 is TfliteInt8Quantizer.AI_EDGE_QUANTIZER and Format.TFLITE in self.formats:
+                raise ConfigError(f"{flag} uses the TFLite converter's QuantizationDebugger, not --tflite-int8 "
+                                  "ai-edge-quantizer")
+        if self.fallback_max_layers < 1:
+            raise ConfigError(f"--fallback-max-layers must be >= 1, got {self.fallback_max_layers}")
         if self.qat and self.qat_epochs < 1:
             raise ConfigError("--qat needs --qat-epochs >= 1")
         if self.precisions is not None:
@@ -204,6 +255,8 @@ class ExportJob:
         metadata: the JSON object to embed in the file (``Manifest.embedded_metadata``); ONNX
             exporters add ``input_quantization``/``output_quantization`` for int8/uint8 graph I/O.
         quantization_aware: the model was trained with QAT (fake-quant layers carry the ranges).
+        float_layers: layers to keep in float in an INT8 file (``--fallback``): TFLite output tensor
+            names (QuantizationDebugger ``denylisted_nodes``) or ONNX node names (``nodes_to_exclude``).
     """
 
     precision: Precision
@@ -211,3 +264,11 @@ class ExportJob:
     representative: np.ndarray
     metadata: dict
     quantization_aware: bool = False
+    float_layers: tuple[str, ...] = ()
+
+
+def resolved_onnx_recipe(cfg: ExportConfig) -> OnnxInt8Recipe:
+    """``cfg.onnx_int8`` with AUTO resolved for this machine's CPU (:func:`edgeclf.runtime.cpu.cpu_features`)."""
+    from edgeclf.runtime.cpu import cpu_features
+
+    return choose_onnx_recipe(cfg.onnx_int8, cpu_features().int8_kernel_class)

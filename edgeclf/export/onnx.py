@@ -4,24 +4,23 @@ Every file passes ``onnx.checker.check_model`` and carries the edgeclf metadata 
 ``metadata_props["edgeclf"]``. Graph input ``image`` float32 (N, H, W, C) [0, 255], N dynamic;
 output float32 (N, num_classes) probabilities.
 
-int8 paths (``ExportConfig.onnx_int8``):
+int8 recipes (``ExportConfig.onnx_int8``, :class:`~edgeclf.export.config.OnnxInt8Recipe`):
 
-* ``ort-qdq``: ``quant_pre_process`` then ``onnxruntime.quantization.quantize_static``
-  in QDQ format, per-channel int8 weights, uint8 activations (``QuantType.QUInt8``), calibrated on
-  the same representative training images (MinMax) through a ``CalibrationDataReader``. Graph I/O
-  stay float32. The final Softmax is excluded from quantization: with a Q/DQ pair on the graph
-  output onnxruntime 1.31 fails at run time after a change of batch size ("Missing Input:
-  probs_QuantizeLinear_Output", both QInt8 and QUInt8 activations; measured here).
-* ``from-tflite`` (default): tf2onnx converts the int8 TFLite file (same quantization as model_int8.tflite);
+* ``u8s8``, ``u8s8-reduce-range``, ``s8s8``, ``u8u8``: ``quant_pre_process`` then
+  ``onnxruntime.quantization.quantize_static`` in QDQ format, per-channel weights, MinMax
+  calibration on the representative training images through a ``CalibrationDataReader``; graph
+  I/O stay float32. The final Softmax is excluded from quantization: with a Q/DQ pair on the graph
+  output onnxruntime 1.31 failed at run time after a change of batch size ("Missing Input:
+  probs_QuantizeLinear_Output"; measured). ``float_layers`` (``--fallback``) go to
+  ``nodes_to_exclude`` too.
+* ``from-tflite``: tf2onnx converts the int8 TFLite file (same quantization as model_int8.tflite);
   graph I/O are int8, their scale/zero point go into the metadata.
+* ``auto`` (default): :func:`~edgeclf.export.config.choose_onnx_recipe` for the export CPU's int8
+  kernel class, onnxruntime's own advice (docs/quantization.md has the reasons and measurements).
 
-Measured on this machine (AMD EPYC, AVX2, onnxruntime 1.31, 1 thread, batch 1, ``cnn`` width 16):
-``ort-qdq`` p50 0.39 ms vs 0.61 ms from-tflite vs 0.59 ms fp32; with QInt8 activations 0.55 ms
-(the optimized graph kept 2 Conv, 3 Add, Mul, 2 MaxPool in float). Accuracy on the final CIFAR-10
-``cnn`` (10 000 test images, float top-1 0.8144): ``ort-qdq`` drops 0.72 points (agreement 0.936;
-MinMax/Percentile/Entropy calibration all alike), ``from-tflite`` -0.05 points (agreement 0.988).
-The faster path misses the 0.5-point int8 budget, so ``from-tflite`` is the default;
-``--onnx-int8 ort-qdq`` trades 0.7 points for 1.6x speed on x86.
+Round 1 (AMD EPYC AVX2 without VNNI, ``cnn`` width 16): ``u8s8`` 0.39 ms vs 0.61 ms from-tflite vs
+0.59 ms fp32, but +0.72 points drop (agreement 0.936) vs -0.05 from-tflite — on a CPU whose
+U8S8 kernels saturate, which is the likely cause.
 
 Sources: https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html ,
 https://github.com/onnx/tensorflow-onnx (convert.from_keras / from_tflite).
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf._keras import quiet_native_logs, tf
-from edgeclf.export.config import ExportJob, Int8Io, OnnxInt8Path, Precision
+from edgeclf.export.config import ExportJob, Int8Io, OnnxInt8Recipe, Precision, resolved_onnx_recipe
 from edgeclf.runtime.manifest import METADATA_KEY
 
 OPSET = 17
@@ -69,8 +68,13 @@ def _save_checked(model_proto, out_path: Path, metadata: dict) -> Path:
 
 
 def keras_to_onnx(model):
-    """tf_keras model -> fp32 ``onnx.ModelProto`` (opset 17, input ``image`` with dynamic batch)."""
+    """tf_keras model -> fp32 ``onnx.ModelProto`` (opset 17, input ``image`` with dynamic batch); node
+    names are the same on every call for the same model."""
     _, tf2onnx = _libs()
+    # tf2onnx numbers the ops it inserts from a process-wide counter (utils.make_name); restarting it
+    # makes two conversions of one model name their nodes alike, so a --quant-report node name is a
+    # valid nodes_to_exclude entry in the --fallback conversion
+    tf2onnx.utils.INTERNAL_NAME = 1
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="image"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
     return proto
@@ -82,31 +86,86 @@ def export_fp32(model, out_path: Path, job: ExportJob) -> Path:
 
 
 class _Reader:
-    """onnxruntime ``CalibrationDataReader`` over float32 (N, H, W, C) images in batches of 32."""
+    """onnxruntime ``CalibrationDataReader`` over float32 (N, H, W, C) images in batches of 32 (re-iterable)."""
 
     def __init__(self, input_name: str, images: np.ndarray) -> None:
-        self._batches = iter([{input_name: images[i:i + CALIBRATION_BATCH].astype(np.float32)}
-                              for i in range(0, len(images), CALIBRATION_BATCH)])
+        self._input_name, self._images = input_name, images
+        self.rewind()
+
+    def rewind(self) -> None:
+        self._batches = iter([{self._input_name: self._images[i:i + CALIBRATION_BATCH].astype(np.float32)}
+                              for i in range(0, len(self._images), CALIBRATION_BATCH)])
 
     def get_next(self):
         return next(self._batches, None)
 
 
-def _ort_qdq(model, out_path: Path, job: ExportJob) -> Path:
+def calibration_reader(input_name: str, images: np.ndarray):
+    """A ``CalibrationDataReader`` (onnxruntime's base class) over ``images``, batches of 32."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    return type("CalibrationReader", (_Reader, CalibrationDataReader), {})(input_name, images)
+
+
+#: (activation type, weight type, reduce_range) of each quantize_static recipe.
+_QDQ_TYPES = {
+    OnnxInt8Recipe.U8S8: ("QUInt8", "QInt8", False),
+    OnnxInt8Recipe.U8S8_REDUCE_RANGE: ("QUInt8", "QInt8", True),
+    OnnxInt8Recipe.S8S8: ("QInt8", "QInt8", False),
+    OnnxInt8Recipe.U8U8: ("QUInt8", "QUInt8", False),
+}
+#: MinMax calibration keeps every intermediate output of every batch until it computes the ranges;
+#: flushing every 16 batches (512 images) bounds the memory for large calibration sets.
+CALIBRATION_FLUSH_BATCHES = 16
+
+
+def float_onnx_for_quantization(model, path: Path) -> Path:
+    """The fp32 ONNX of ``model`` after ``quant_pre_process`` (shape inference + optimization) at ``path``:
+    the graph ``quantize_static`` quantizes and the float reference of ``qdq_loss_debug``."""
     onnx, _ = _libs()
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    reader_cls = type("CalibrationReader", (_Reader, CalibrationDataReader), {})
+    raw = Path(path).with_suffix(".raw.onnx")
+    onnx.save(keras_to_onnx(model), str(raw))
+    quant_pre_process(str(raw), str(path))
+    raw.unlink()
+    return Path(path)
+
+
+def quantize_qdq(float_path: Path, out_path: Path, images: np.ndarray, recipe: OnnxInt8Recipe,
+                 float_nodes: tuple[str, ...] = ()) -> Path:
+    """onnxruntime ``quantize_static`` (QDQ, per-channel, MinMax) of a pre-processed fp32 ONNX file.
+
+    Args:
+        float_path: from :func:`float_onnx_for_quantization`.
+        images: float32 (N, H, W, C) [0, 255] calibration images.
+        recipe: one of the QDQ recipes (activation / weight types, reduce_range).
+        float_nodes: node names kept in float (``nodes_to_exclude``), besides the final Softmax.
+
+    Raises:
+        ValueError: ``recipe`` is not a QDQ recipe.
+    """
+    onnx, _ = _libs()
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    if recipe not in _QDQ_TYPES:
+        raise ValueError(f"{recipe.value} is not an onnxruntime QDQ recipe")
+    act, weight, reduce_range = _QDQ_TYPES[recipe]
+    proto = onnx.load(str(float_path))
+    softmax = [n.name for n in proto.graph.node if n.op_type == "Softmax"]
+    quantize_static(str(float_path), str(out_path), calibration_reader(proto.graph.input[0].name, images),
+                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+                    activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, weight),
+                    nodes_to_exclude=softmax + list(float_nodes),
+                    extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_FLUSH_BATCHES})
+    return Path(out_path)
+
+
+def _ort_qdq(model, out_path: Path, job: ExportJob, recipe: OnnxInt8Recipe) -> Path:
+    onnx, _ = _libs()
     with tempfile.TemporaryDirectory(prefix="edgeclf-onnx-") as tmp:
-        fp32, pre, q = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        proto = keras_to_onnx(model)
-        onnx.save(proto, str(fp32))
-        quant_pre_process(str(fp32), str(pre))
-        softmax = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Softmax"]
-        quantize_static(str(pre), str(q), reader_cls(proto.graph.input[0].name, job.representative),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=softmax)
+        pre = float_onnx_for_quantization(model, Path(tmp) / "pre.onnx")
+        q = quantize_qdq(pre, Path(tmp) / "int8.onnx", job.representative, recipe, job.float_layers)
         return _save_checked(onnx.load(str(q)), out_path, job.metadata)
 
 
@@ -117,6 +176,7 @@ def _from_tflite(model, out_path: Path, job: ExportJob) -> Path:
 
     _, tf2onnx = _libs()
     tflite_bytes = convert(model, job, int8_io=Int8Io.INT8)  # int8 graph I/O whatever --int8-io says
+    # (with float_layers the selective file has float I/O: no quantization parameters below)
     interp = Interpreter(model_content=tflite_bytes)
     meta = dict(job.metadata)
     for key, detail in (("input_quantization", interp.get_input_details()[0]),
@@ -133,9 +193,11 @@ def _from_tflite(model, out_path: Path, job: ExportJob) -> Path:
 
 
 def export_int8(model, out_path: Path, job: ExportJob) -> Path:
-    """int8 ONNX of ``model`` at ``out_path`` by ``job.config.onnx_int8`` (a QAT model always from TFLite)."""
+    """int8 ONNX of ``model`` at ``out_path`` by the resolved ``job.config.onnx_int8`` recipe (a QAT
+    model always from TFLite); ``job.float_layers`` are kept in float."""
     if job.precision is not Precision.INT8:
         raise ValueError(f"export_int8 called for {job.precision.value}")
-    if job.quantization_aware or job.config.onnx_int8 is OnnxInt8Path.FROM_TFLITE:
+    recipe = resolved_onnx_recipe(job.config)
+    if job.quantization_aware or recipe is OnnxInt8Recipe.FROM_TFLITE:
         return _from_tflite(model, out_path, job)
-    return _ort_qdq(model, out_path, job)
+    return _ort_qdq(model, out_path, job, recipe)

@@ -29,9 +29,11 @@ from edgeclf.runtime.manifest import (
     MANIFEST_NAME,
     ArtifactEntry,
     ArtifactStatus,
+    FallbackCost,
     InputSpec,
     Manifest,
     QuantParams,
+    Validation,
     read_manifest,
     write_manifest,
 )
@@ -135,11 +137,38 @@ def _quantizer(fmt: Format, job: ExportJob) -> str | None:
         return None
     if job.quantization_aware:
         return "qat+converter" + ("+tf2onnx" if fmt is Format.ONNX else "")
-    return job.config.onnx_int8.value if fmt is Format.ONNX else job.config.tflite_int8.value
+    if fmt is Format.ONNX:
+        from edgeclf.export.config import resolved_onnx_recipe
+
+        return resolved_onnx_recipe(job.config).value
+    return job.config.tflite_int8.value
+
+
+def _fallback(model, fmt: Format, job: ExportJob, ctx: ArtifactContext, tmp: Path, v_int8: Validation,
+              ranked: list[str]) -> tuple[Validation, tuple[str, ...], FallbackCost | None]:
+    """Re-make ``tmp`` with the most sensitive ``ranked`` layers in float until the gate passes or the
+    limit is reached (:mod:`edgeclf.export.fallback`); -> (validation, float layers, cost)."""
+    from edgeclf.export import fallback, registry, validate
+
+    image = ctx.x_val[:1]
+    size_int8, latency_int8 = tmp.stat().st_size, fallback.p50_latency_ms(tmp, image)
+
+    def attempt(layers: tuple[str, ...]) -> Validation:
+        registry.exporter(fmt, job.precision)(model, tmp, replace(job, float_layers=layers))
+        return validate.validate_file(tmp, ctx.x_val, ctx.y_val, ctx.float_probs, ctx.float_top1_acc, ctx.progress)
+
+    out = fallback.search(ranked, attempt, job.config.max_accuracy_drop_pp, job.config.fallback_max_layers)
+    if out is None:
+        return v_int8, (), None
+    return out.validation, out.float_layers, fallback.cost(v_int8, size_int8, latency_int8, tmp, image,
+                                                            out.within_budget)
 
 
 def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tuple[ArtifactEntry, str | None]:
     """Write, check and validate one artifact; returns its entry and the gate failure message (or None).
+
+    int8 only: ``--quant-report`` writes the per-layer report beside it (also when the artifact then
+    fails the gate); ``--fallback`` re-makes a failing file with its most sensitive layers in float.
 
     Raises:
         ExportError: an int8 file without int8 weight tensors.
@@ -147,18 +176,33 @@ def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tup
     """
     from edgeclf._io import atomic_path, gzip_size, sha256_file
     from edgeclf._versions import tool_versions
-    from edgeclf.export import artifacts, registry, validate
+    from edgeclf.export import artifacts, quant_report, registry, validate
     from edgeclf.runtime import load_classifier
+    from edgeclf.runtime.cpu import cpu_features
 
     cfg, precision = job.config, job.precision
     name = cfg.file_name(fmt, precision)
+    cpu = cpu_features()
+    job = replace(job, metadata={**job.metadata, "validated_on": cpu.to_dict()})
+    errors, float_layers, fallback_cost = [], (), None
     with _step(f"{name}: convert + validate"), atomic_path(ctx.model_dir / name) as tmp:
         registry.exporter(fmt, precision)(model, tmp, job)
+        v = validate.validate_file(tmp, ctx.x_val, ctx.y_val, ctx.float_probs, ctx.float_top1_acc, ctx.progress)
+        failure = validate.gate_message(name, v, cfg.max_accuracy_drop_pp)
+        wants_fallback = failure is not None and cfg.fallback and precision is Precision.INT8
+        if precision is Precision.INT8 and (cfg.quant_report or wants_fallback):
+            with _step(f"{name}: per-layer quantization error"):
+                errors = quant_report.layer_errors(model, fmt, job)
+            if cfg.quant_report:
+                quant_report.write_report(ctx.model_dir, name, errors)
+        if wants_fallback:
+            ranked = list(dict.fromkeys(e.layer for e in quant_report.worst_layers(errors, None)))
+            with _step(f"{name}: accuracy-aware fallback (at most {cfg.fallback_max_layers} float layers)"):
+                v, float_layers, fallback_cost = _fallback(model, fmt, job, ctx, tmp, v, ranked)
+            failure = validate.gate_message(name, v, cfg.max_accuracy_drop_pp)
         weights = artifacts.int8_weight_report(tmp)
         if precision is Precision.INT8 and weights.int8_kernel_params == 0:
             raise ExportError(f"{name}: the int8 export contains no int8 weight tensors")
-        v = validate.validate_file(tmp, ctx.x_val, ctx.y_val, ctx.float_probs, ctx.float_top1_acc, ctx.progress)
-        failure = validate.gate_message(name, v, cfg.max_accuracy_drop_pp)
         clf = load_classifier(tmp)
         quant_in, quant_out = _quant_params(clf.input_tensor), _quant_params(clf.output_tensor)
         clf.close()
@@ -168,7 +212,8 @@ def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tup
             sha256=sha256_file(tmp), size_bytes=tmp.stat().st_size, size_gzip_bytes=gzip_size(tmp),
             input_quantization=quant_in, output_quantization=quant_out, int8_weights=weights, validation=v,
             status=ArtifactStatus.OK if failure is None else ArtifactStatus.VALIDATION_FAILED,
-            tools=tool_versions(), created=artifacts.utc_now())
+            tools=tool_versions(), created=artifacts.utc_now(), validated_on=cpu, float_layers=list(float_layers),
+            fallback=fallback_cost, worst_layers=quant_report.worst_layers(errors))
         if failure is not None and not cfg.allow_drop:
             raise AccuracyGateError(failure)
     if failure is not None:

@@ -107,3 +107,24 @@ def aeq_int8(float_tflite: bytes, representative: np.ndarray) -> bytes:
     calibration = quantizer.calibrate({key: samples}, num_threads=1)
     result = quantizer.quantize(calibration, enable_progress_report=False)
     return bytes(result.quantized_model)
+
+
+def selective_int8(model, representative: np.ndarray, float_layers: tuple[str, ...]) -> bytes:
+    """int8 ``.tflite`` bytes of a tf_keras model with the layers whose output tensors are named in
+    ``float_layers`` kept in float (TFLite selective quantization).
+
+    Uses ``tf.lite.experimental.QuantizationDebugger`` with ``QuantizationDebugOptions(denylisted_nodes=...)``
+    and ``get_nondebug_quantized_model()``: the same MLIR quantizer and calibration as the converter's
+    post-training int8, minus those ops. The file has float32 input/output (quantize / dequantize
+    ops inside), since float ops stay in the graph.
+
+    Source: https://www.tensorflow.org/lite/performance/quantization_debugger (selective quantization).
+    """
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset(representative)
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_layers))
+    with quiet_native_logs():
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_dataset(representative[:1]), debug_options=options)
+        return bytes(debugger.get_nondebug_quantized_model())

@@ -17,7 +17,7 @@ from pathlib import Path
 from edgeclf.errors import ExportError
 from edgeclf.export.config import ExportJob, Int8Io, Precision, TfliteInt8Quantizer
 from edgeclf.export.metadata import add_entries, embed, pack_labels
-from edgeclf.export.quantize import aeq_int8, convert_keras
+from edgeclf.export.quantize import aeq_int8, convert_keras, selective_int8
 from edgeclf.runtime.manifest import METADATA_KEY
 from edgeclf.runtime.tflite_metadata import read_metadata
 from edgeclf.runtime.tflite_model_metadata import STANDARD_METADATA_NAME
@@ -29,6 +29,8 @@ def convert(model, job: ExportJob, int8_io: Int8Io | None = None) -> bytes:
     INT8 uses ``job.config.tflite_int8``: the TFLite converter (default) or ai_edge_quantizer on
     the fp32 conversion. A QAT model always goes through the converter (its fake-quant ranges).
     ``int8_io`` overrides ``job.config.int8_io`` (the int8 ONNX path converts an int8-I/O file).
+    INT8 with ``job.float_layers`` (``--fallback``) is selective quantization
+    (:func:`~edgeclf.export.quantize.selective_int8`): float32 I/O whatever ``int8_io`` says.
     ai_edge_quantizer writes weights as external (offset) buffers, which
     :func:`~edgeclf.runtime.tflite_metadata.add_metadata` cannot re-pack, so there both metadata
     entries are embedded in the fp32 model first and carried over by the quantizer; the labels
@@ -38,6 +40,8 @@ def convert(model, job: ExportJob, int8_io: Int8Io | None = None) -> bytes:
         ExportError: ai_edge_quantizer dropped an embedded metadata entry.
     """
     io_type = int8_io or job.config.int8_io
+    if job.precision is Precision.INT8 and job.float_layers:
+        return embed(selective_int8(model, job.representative, job.float_layers), job.metadata)
     if (job.precision is Precision.INT8 and job.config.tflite_int8 is TfliteInt8Quantizer.AI_EDGE_QUANTIZER
             and not job.quantization_aware):
         tagged = add_entries(convert_keras(model, Precision.FP32, None), job.metadata)

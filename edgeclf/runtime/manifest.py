@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeclf.errors import ManifestError
+from edgeclf.runtime.cpu import CpuFeatures
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -179,8 +180,41 @@ class Validation:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class LayerError:
+    """Quantization error of one layer's output on the calibration images (``--quant-report``).
+
+    ``snr_db`` = 10 log10(sum(float^2) / sum((quantized - float)^2)), higher is better; ``mse`` the
+    mean squared difference in the layer's output units; ``scope`` ``"layer"`` (that op alone, its
+    inputs identical: TFLite QuantizationDebugger) or ``"cumulative"`` (against the float model's same
+    tensor: onnxruntime qdq_loss_debug).
+    """
+
+    layer: str
+    op_type: str
+    snr_db: float
+    mse: float
+    scope: str = "layer"
+
+
+@dataclass(frozen=True)
+class FallbackCost:
+    """What ``--fallback`` (layers kept in float) cost: the all-int8 file vs the one written.
+
+    Sizes in bytes; latencies batch-1 p50 in ms on the export machine, 1 engine thread;
+    ``acc_drop_pp_int8`` the all-int8 file's drop (points); ``within_budget`` False when the layer
+    limit was reached first.
+    """
+
+    acc_drop_pp_int8: float
+    size_bytes_int8: int
+    latency_ms_p50_int8: float
+    latency_ms_p50: float
+    within_budget: bool
+
+
 _RECORDS = {"input_quantization": QuantParams, "output_quantization": QuantParams, "int8_weights": Int8Weights,
-            "validation": Validation}
+            "validation": Validation, "fallback": FallbackCost}
 
 
 @dataclass(frozen=True)
@@ -201,6 +235,10 @@ class ArtifactEntry:
         status: ``ok``, or ``validation failed`` (kept with ``--allow-drop``).
         tools: versions of the tool chain, ``{name: version}``.
         created: ISO-8601 UTC time of the export.
+        validated_on: the CPU the validation ran on (int8 kernel class; :mod:`edgeclf.runtime.cpu`).
+        float_layers: layers ``--fallback`` kept in float (TFLite tensor / ONNX node names), [] = all int8.
+        fallback: the size/latency cost of those float layers, None without fallback.
+        worst_layers: the (up to 5) layers with the lowest SNR in the ``--quant-report``, worst first.
     """
 
     file: str
@@ -219,6 +257,10 @@ class ArtifactEntry:
     status: ArtifactStatus = ArtifactStatus.OK
     tools: dict[str, str] = field(default_factory=dict)
     created: str | None = None
+    validated_on: CpuFeatures | None = None
+    float_layers: list[str] = field(default_factory=list)
+    fallback: FallbackCost | None = None
+    worst_layers: list[LayerError] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; enums as their values, records as dicts, every field present."""
@@ -252,6 +294,10 @@ class ArtifactEntry:
             for key, record in _RECORDS.items():
                 if d.get(key) is not None:
                     kw[key] = record(**d[key])
+            if d.get("validated_on") is not None:
+                kw["validated_on"] = CpuFeatures.from_dict(d["validated_on"])
+            kw["float_layers"] = [str(x) for x in d.get("float_layers") or []]
+            kw["worst_layers"] = [LayerError(**x) for x in d.get("worst_layers") or []]
             return cls(**kw)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             name = d.get("file", "?") if isinstance(d, dict) else "?"

@@ -1,15 +1,32 @@
-"""onnxruntime backend for ``.onnx`` models."""
+"""onnxruntime backend for ``.onnx`` models.
+
+int8 files and the CPU: an int8 ``.onnx`` records the CPU it was validated on (embedded metadata
+``validated_on``, see :mod:`edgeclf.runtime.cpu`). Opening one on a CPU whose int8 kernel class
+differs logs one warning per file and process. On x86 CPUs whose uint8 x int8 kernels saturate
+(AVX2 / AVX-512 without VNNI) every session gets ``session.x64quantprecision = 1``: onnxruntime
+then rewrites int8 weights outside [-64, 63] to uint8 and runs its exact U8U8 kernels (same
+products, slower; 7-bit ``reduce_range`` weights are left alone). ``EDGECLF_ORT_X64_PRECISION=0``
+(or ``1``) overrides that choice, for measuring both.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
 from edgeclf.errors import one_line
 from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo
+from edgeclf.runtime.cpu import CpuFeatures, cpu_features
 from edgeclf.runtime.manifest import METADATA_KEY
+
+log = logging.getLogger(__name__)
+X64_PRECISION_KEY = "session.x64quantprecision"   # kOrtSessionOptionsAvx2PrecisionMode
+X64_PRECISION_ENV = "EDGECLF_ORT_X64_PRECISION"
+_warned: set[str] = set()   # files already warned about in this process
 
 _ONNX_DTYPES = {
     "tensor(float)": np.dtype(np.float32),
@@ -31,6 +48,49 @@ def _ort():
 def available_providers() -> list[str]:
     """Execution providers this onnxruntime build offers, e.g. ``["CPUExecutionProvider"]``."""
     return list(_ort().get_available_providers())
+
+
+def _is_int8(meta: dict | None) -> bool:
+    return bool(meta) and meta.get("precision") == "int8"
+
+
+def x64_precision_mode(here: CpuFeatures) -> bool:
+    """Whether onnxruntime sessions set ``session.x64quantprecision`` on the CPU ``here``.
+
+    On where the U8S8 kernels saturate (:attr:`Int8KernelClass.saturates_u8s8`), off otherwise;
+    ``EDGECLF_ORT_X64_PRECISION`` = ``0``/``1`` forces it. Float models have no int8 weights, so
+    the option changes nothing for them.
+    """
+    forced = os.environ.get(X64_PRECISION_ENV)
+    if forced in ("0", "1"):
+        return forced == "1"
+    return here.kernel_class.saturates_u8s8
+
+
+def check_validated_cpu(path: Path, meta: dict | None, here: CpuFeatures, x64_precision: bool = False) -> str | None:
+    """The warning for an int8 model validated on another int8 kernel class than ``here``'s, else None.
+
+    Logged once per ``path`` per process. Models without a ``validated_on`` record (older exports,
+    third-party files) and float models are not checked.
+    """
+    if not _is_int8(meta) or not isinstance(meta.get("validated_on"), dict):
+        return None
+    try:
+        validated = CpuFeatures.from_dict(meta["validated_on"])
+    except (TypeError, ValueError):
+        return None
+    if validated.kernel_class is here.kernel_class:
+        return None
+    msg = (f"{path}: int8 model validated on a {validated.kernel_class.value} CPU ({validated.arch}), running on "
+           f"{here.kernel_class.value} ({here.arch}): onnxruntime uses other int8 kernels here, so its accuracy "
+           f"may differ from the manifest's; re-validate on this CPU (edgeclf bench)")
+    if x64_precision:
+        msg += f"; {X64_PRECISION_KEY}=1 is set (exact U8U8 kernels, slower)"
+    key = str(Path(path).resolve())
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s", msg)
+    return msg
 
 
 def _tensor_info(path: Path, arg, quant: dict | None) -> TensorInfo:
@@ -87,6 +147,10 @@ class OrtClassifier(Classifier):
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+        here = cpu_features()
+        self.x64_precision = x64_precision_mode(here)
+        if self.x64_precision:
+            opts.add_session_config_entry(X64_PRECISION_KEY, "1")
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
@@ -97,6 +161,7 @@ class OrtClassifier(Classifier):
                 f"{path}: expected 1 input and 1 output, model has {len(ins)} inputs and {len(outs)} outputs"
             )
         self.embedded = self._read_metadata()
+        check_validated_cpu(path, self.embedded, here, self.x64_precision)
         meta = self.embedded or {}
         self._in = _tensor_info(path, ins[0], meta.get("input_quantization"))
         self._out = _tensor_info(path, outs[0], meta.get("output_quantization"))

@@ -1,0 +1,186 @@
+"""int8 and the CPU: kernel class from (simulated) CPU flags, the ONNX recipe chosen per class, and the
+runtime's one-time warning when an int8 .onnx runs on another kernel class than it was validated on.
+
+No TensorFlow: the int8 model is a tiny Conv graph built with onnx.helper and quantized by
+onnxruntime's quantize_static, as the export does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from edgeclf.export.config import AUTO_ONNX_RECIPE, OnnxInt8Recipe, choose_onnx_recipe
+from edgeclf.runtime.cpu import (
+    ARCH_ENV,
+    FLAGS_ENV,
+    Int8KernelClass,
+    cpu_features,
+    features_from_flags,
+    kernel_class,
+)
+
+AVX2 = "fpu sse4_1 avx avx2 fma"
+AVX512_NO_VNNI = AVX2 + " avx512f avx512bw avx512vl"
+ZEN4 = AVX512_NO_VNNI + " avx512_vnni avx512_bf16"
+ALDER_LAKE = AVX2 + " avx_vnni"
+
+
+@pytest.mark.parametrize("arch, flags, expected", [
+    ("x86_64", AVX2, Int8KernelClass.X86_NO_VNNI),
+    ("x86_64", AVX512_NO_VNNI, Int8KernelClass.X86_NO_VNNI),
+    ("x86_64", ZEN4, Int8KernelClass.X86_VNNI),
+    ("x86_64", ALDER_LAKE, Int8KernelClass.X86_VNNI),
+    ("x86_64", "fpu sse2 sse4_1", Int8KernelClass.X86_SSE),
+    ("aarch64", "fp asimd asimddp", Int8KernelClass.ARM64),
+    ("riscv64", "", Int8KernelClass.OTHER),
+])
+def test_kernel_class_from_flags(arch, flags, expected):
+    assert kernel_class(arch, set(flags.split())) is expected
+    f = features_from_flags(arch, set(flags.split()))
+    assert f.kernel_class is expected and f.int8_kernel_class == expected.value
+    assert f.kernel_class.saturates_u8s8 == (expected is Int8KernelClass.X86_NO_VNNI)
+
+
+def test_env_simulates_another_cpu(monkeypatch):
+    monkeypatch.setenv(FLAGS_ENV, AVX2)
+    monkeypatch.setenv(ARCH_ENV, "x86_64")
+    f = cpu_features()
+    assert (f.arch, f.avx2, f.avx512, f.vnni) == ("x86_64", True, False, False)
+    monkeypatch.setenv(FLAGS_ENV, "fp,asimd,asimddp")
+    monkeypatch.setenv(ARCH_ENV, "aarch64")
+    f = cpu_features()
+    assert f.kernel_class is Int8KernelClass.ARM64 and f.dotprod and not f.avx2
+
+
+@pytest.mark.parametrize("arch, flags, recipe", [
+    ("x86_64", AVX2, OnnxInt8Recipe.U8S8_REDUCE_RANGE),
+    ("x86_64", AVX512_NO_VNNI, OnnxInt8Recipe.U8S8_REDUCE_RANGE),
+    ("x86_64", ZEN4, OnnxInt8Recipe.U8S8),
+    ("aarch64", "fp asimd asimddp", OnnxInt8Recipe.S8S8),
+    ("riscv64", "", OnnxInt8Recipe.U8S8_REDUCE_RANGE),
+])
+def test_auto_onnx_recipe_per_simulated_cpu(monkeypatch, arch, flags, recipe):
+    from edgeclf.export.config import ExportConfig, resolved_onnx_recipe
+
+    monkeypatch.setenv(FLAGS_ENV, flags)
+    monkeypatch.setenv(ARCH_ENV, arch)
+    assert resolved_onnx_recipe(ExportConfig()) is recipe
+    # an explicit recipe is never rewritten
+    assert resolved_onnx_recipe(ExportConfig(onnx_int8=OnnxInt8Recipe.S8S8)) is OnnxInt8Recipe.S8S8
+    assert choose_onnx_recipe(OnnxInt8Recipe.FROM_TFLITE, cpu_features().int8_kernel_class) is OnnxInt8Recipe.FROM_TFLITE
+    # a saturating CPU never gets a full-range U8S8/S8S8 file by default
+    assert AUTO_ONNX_RECIPE[Int8KernelClass.X86_NO_VNNI.value] is OnnxInt8Recipe.U8S8_REDUCE_RANGE
+
+
+def _int8_onnx(path, validated_on: dict | None, precision: str = "int8"):
+    """A real QDQ int8 model: Conv(3->4, 3x3) -> GlobalAveragePool -> Flatten -> Softmax, NHWC input
+    (Transpose first), quantized with quantize_static; edgeclf metadata embedded."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.2, (4, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(4, np.float32), "b")
+    scale = numpy_helper.from_array(np.array([1 / 255.0], np.float32), "scale")
+    nodes = [helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2], name="to_nchw"),
+             helper.make_node("Mul", ["nchw", "scale"], ["x"], name="rescale"),
+             helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Softmax", ["f"], ["probs"], name="softmax")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 8, 8, 3])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, 4])], [w, b, scale])
+    fp32 = path.with_suffix(".fp32.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    images = rng.uniform(0, 255, (16, 8, 8, 3)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"image": images[i:i + 4]} for i in range(0, 16, 4)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=["softmax"])
+    model = onnx.load(str(path))
+    meta = {"schema_version": 1, "name": "tiny", "input": {"height": 8, "width": 8, "channels": 3},
+            "labels": ["a", "b", "c", "d"], "precision": precision, "sparsity": 0.0}
+    if validated_on is not None:
+        meta["validated_on"] = validated_on
+    prop = model.metadata_props.add()
+    prop.key, prop.value = "edgeclf", json.dumps(meta)
+    onnx.save(model, str(path))
+    assert any(t.data_type == TensorProto.INT8 for t in model.graph.initializer)
+    return path, images
+
+
+def test_runtime_warns_once_on_another_kernel_class(tmp_path, monkeypatch, caplog):
+    from edgeclf.runtime import load_classifier
+    from edgeclf.runtime import ort as ort_backend
+
+    vnni = features_from_flags("x86_64", set(ZEN4.split()), "sim").to_dict()
+    path, images = _int8_onnx(tmp_path / "m_int8.onnx", vnni)
+    monkeypatch.setattr(ort_backend, "_warned", set())
+
+    # validated on VNNI, running on VNNI: silent, no precision mode
+    monkeypatch.setenv(FLAGS_ENV, ZEN4)
+    monkeypatch.setenv(ARCH_ENV, "x86_64")
+    with caplog.at_level(logging.WARNING, logger="edgeclf.runtime.ort"):
+        clf = load_classifier(path)
+        ref = clf.predict(images)
+    assert not [r for r in caplog.records if "validated on" in r.getMessage()]
+    assert clf.x64_precision is False
+
+    # the same file on an AVX2-only CPU: one warning naming both classes, however often it is opened
+    monkeypatch.setenv(FLAGS_ENV, AVX2)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgeclf.runtime.ort"):
+        clfs = [load_classifier(path) for _ in range(3)]
+    warnings = [r.getMessage() for r in caplog.records if "validated on" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "x86-vnni" in warnings[0] and "x86-no-vnni" in warnings[0] and "session.x64quantprecision" in warnings[0]
+    assert all(c.x64_precision for c in clfs)
+    # precision mode changes kernels, not the model: same predictions (this machine computes exactly either way)
+    np.testing.assert_allclose(clfs[0].predict(images), ref, atol=0.02)
+
+    # ARM: warned too (another kernel class), no x86 precision mode
+    monkeypatch.setattr(ort_backend, "_warned", set())
+    monkeypatch.setenv(FLAGS_ENV, "fp asimd asimddp")
+    monkeypatch.setenv(ARCH_ENV, "aarch64")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgeclf.runtime.ort"):
+        clf = load_classifier(path)
+    assert len([r for r in caplog.records if "arm64" in r.getMessage()]) == 1 and clf.x64_precision is False
+
+
+@pytest.mark.parametrize("validated_on, precision", [(None, "int8"), ("vnni", "fp32")])
+def test_no_warning_without_record_or_for_float(tmp_path, monkeypatch, caplog, validated_on, precision):
+    from edgeclf.runtime import load_classifier
+    from edgeclf.runtime import ort as ort_backend
+
+    record = features_from_flags("x86_64", set(ZEN4.split())).to_dict() if validated_on else None
+    path, _ = _int8_onnx(tmp_path / "m.onnx", record, precision)
+    monkeypatch.setattr(ort_backend, "_warned", set())
+    monkeypatch.setenv(FLAGS_ENV, AVX2)
+    monkeypatch.setenv(ARCH_ENV, "x86_64")
+    with caplog.at_level(logging.WARNING, logger="edgeclf.runtime.ort"):
+        load_classifier(path)
+    assert not [r for r in caplog.records if "validated on" in r.getMessage()]
+
+
+def test_precision_mode_env_override(monkeypatch):
+    from edgeclf.runtime.ort import X64_PRECISION_ENV, x64_precision_mode
+
+    avx2 = features_from_flags("x86_64", set(AVX2.split()))
+    zen4 = features_from_flags("x86_64", set(ZEN4.split()))
+    assert x64_precision_mode(avx2) and not x64_precision_mode(zen4)
+    monkeypatch.setenv(X64_PRECISION_ENV, "0")
+    assert not x64_precision_mode(avx2)
+    monkeypatch.setenv(X64_PRECISION_ENV, "1")
+    assert x64_precision_mode(zen4)
