@@ -33,7 +33,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeclf._keras import tf
+from edgeclf._keras import keras, tf
 from edgeclf.errors import ConfigError
 from edgeclf.train.config import Distribute
 
@@ -131,3 +131,31 @@ def follow_chief(ckpt, chief_ckpt: Path) -> None:
         shutil.copy2(f, ckpt.path / f.name)
     ckpt.state.update(json.loads(state.read_text()))
     ckpt.save_state()
+
+
+def is_distributed(model) -> bool:
+    """Whether ``model`` was built under a non-default ``tf.distribute`` strategy."""
+    return getattr(model, "_distribution_strategy", None) is not None
+
+
+def plain_copy(model):
+    """A copy of a distributed ``model`` outside any strategy (same layers, trainable flags and weights).
+
+    Reading the values of a multi-worker model is a collective operation, so every worker must call
+    this at the same point."""
+    twin = keras.models.clone_model(model)
+    for mine, theirs in zip(twin.weights, model.weights, strict=True):
+        mine.assign(theirs.numpy())
+    return twin
+
+
+def load_weights(model, path: Path) -> None:
+    """``model.load_weights(path)`` (a ``.weights.h5`` file), also for a model under a strategy (whose
+    on-read synchronised variables, e.g. BatchNorm statistics, tf_keras can't assign from h5 directly)."""
+    if not is_distributed(model):
+        model.load_weights(str(path))
+        return
+    twin = keras.models.clone_model(model)
+    twin.load_weights(str(path))
+    for mine, theirs in zip(model.weights, twin.weights, strict=True):
+        mine.assign(theirs.numpy())

@@ -124,17 +124,16 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
         train_ds = source_batches(train, plan.batch_size, True, plan.augment, plan.seed).map(one_hot)
         val_ds = source_batches(validation, 256, False).map(one_hot) if has_val else None
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=plan.label_smoothing)
-        metric = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
         t = plan.teacher
         train_ds, val_ds = distill_datasets(t, train, num_classes, plan.batch_size, plan.augment, plan.seed,
                                             validation if has_val else None, class_weight)
         class_weight = None  # applied as sample weights by distill_datasets
         loss = distillation_loss(num_classes, t.alpha, t.temperature, plan.label_smoothing)
-        metric = label_accuracy(num_classes)
-    with model.distribute_strategy.scope():
-        model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay), loss=loss,
-                      metrics=[metric])
+    with model.distribute_strategy.scope():  # metrics and optimizer belong to the model's strategy
+        metric = (keras.metrics.CategoricalAccuracy(name="accuracy") if plan.teacher is None
+                  else label_accuracy(num_classes))
+        model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay), loss=loss, metrics=[metric])
     checks = SourceCheck([train, validation] if has_val else [train])
     return model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
                      callbacks=[checks, *callbacks], class_weight=class_weight,

@@ -37,7 +37,14 @@ from edgeclf.train.checkpoint import (
 )
 from edgeclf.train.config import ClassWeight, Distribute, TrainConfig, load_config
 from edgeclf.train.distill import load_teacher
-from edgeclf.train.distribute import Worker, follow_chief, make_worker
+from edgeclf.train.distribute import (
+    Worker,
+    follow_chief,
+    is_distributed,
+    load_weights,
+    make_worker,
+    plain_copy,
+)
 from edgeclf.train.evaluate import evaluate_source, write_eval_artifacts
 from edgeclf.train.fit import FitPlan, fit
 
@@ -227,7 +234,7 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
     phases = _phases(cfg, spec)
     done = int(ckpt.state["phases_done"])
     if done:
-        model.load_weights(str(ckpt.phase_weights(done - 1)))
+        load_weights(model, ckpt.phase_weights(done - 1))
     for i, (phase, epochs, lr, layers) in enumerate(phases):
         if i < done:
             continue
@@ -236,7 +243,7 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
             log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
         rows = [r for r in ckpt.state["history"] if r["phase"] == phase]
         if cfg.patience and early_stop(rows, cfg.patience):  # stopped early, killed before the phase end was saved
-            model.load_weights(str(ckpt.best_path))
+            load_weights(model, ckpt.best_path)
             ckpt.finish_phase(model, i)
             continue
         state = EpochState(ckpt, phase, cfg.patience)
@@ -247,7 +254,7 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
         fit(model, ds.train, ds.num_classes, plan, epochs, [state, backup, *extra_callbacks],
             validation=ds.val, class_weight=class_weight)
         if state.stopped:  # as EarlyStopping(restore_best_weights=True)
-            model.load_weights(str(ckpt.best_path))
+            load_weights(model, ckpt.best_path)
         ckpt.finish_phase(model, i)
 
 
@@ -288,8 +295,10 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
         ckpt.abandon()
         raise
     history = ckpt.state["history"]
+    if is_distributed(model):  # evaluate and save a plain model (all workers at once: the reads are collective)
+        model = plain_copy(model)
     if ckpt.has_best and (interrupted or len(ds.val)):
-        model.load_weights(str(ckpt.best_path))
+        load_weights(model, ckpt.best_path)
 
     work = make_temp_dir(out_dir, "new")  # .<name>.new-XXXX beside out_dir, mode 0o777 & ~umask (not mkdtemp's 0700)
     try:
