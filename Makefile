@@ -8,7 +8,7 @@ MNV2_WEIGHTS ?= imagenet
 DEMO_EPOCHS  ?= 5
 PYTEST_ARGS  ?=
 
-.PHONY: install test test-fast demo bench lint clean
+.PHONY: install test test-fast test-stream demo bench lint clean
 
 $(BIN)/edgeclf: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: install ## the whole test suite (real-data tests included)
 
 test-fast: install ## tests without the slow real-data ones
 	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-stream: install ## the test suite with every image folder on the streaming input path (EDGECLF_STREAM=1)
+	EDGECLF_STREAM=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 # train -> export (int8 TFLite + ONNX, validated) -> predict on test images
 demo: install

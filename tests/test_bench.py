@@ -90,6 +90,19 @@ def test_bench_writes_complete_table(bench_run):
     assert machine["threads"] == 1 and "avx2" in machine["simd_flags"]
 
 
+def test_gpu_original_row_is_measured_or_says_no_gpu(bench_run):
+    from edgeclf._keras import tf
+
+    _, out, _ = bench_run
+    md, _ = _rows(out)
+    row = next(r for r in md if r["format"] == "keras tf.function (GPU original)")
+    if tf.config.list_physical_devices("GPU"):
+        assert row["status"] == "ok" and row["device"].startswith("GPU"), row
+    else:  # never a number for a device that isn't there
+        assert row["status"] == "no GPU", row
+        assert row["latency_ms_p50"] == NA and row["throughput_ips"] == NA, row
+
+
 def test_csv_matches_markdown(bench_run):
     _, out, _ = bench_run
     md, rows = _rows(out)

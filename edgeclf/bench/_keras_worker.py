@@ -3,6 +3,9 @@
 * ``keras-function``: ``tf.function(model, jit_compile=False, reduce_retracing=True)`` called on
   a prepared ``tf.constant`` -- the fair float baseline every speed-up is relative to; also
   computes the original's test-set probabilities (reference for accuracy drop and agreement).
+* ``keras-gpu``: the ``keras-function`` timing on the first GPU TensorFlow lists (``/GPU:0``; the
+  device name is recorded); without a GPU the result says ``no_gpu`` and nothing is timed. The
+  CPU kinds hide the GPUs, so their rows are always the CPU's.
 * ``keras-predict``: ``model.predict(x, verbose=0)`` -- the convenient but per-call heavy path
   (it builds a data pipeline each call); accuracy is the same model's, taken from the other row.
 * ``convert-default``: ``tf.lite.TFLiteConverter.from_keras_model(model)`` with
@@ -37,27 +40,37 @@ def run_keras(spec: dict, phase: Phase) -> None:
     threads = int(spec["threads"])
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    gpus = tf.config.list_physical_devices("GPU")
+    res = phase.result
+    if spec["kind"] == "keras-gpu" and not gpus:
+        res.update(engine=f"tensorflow {tf.__version__}", device="no GPU", no_gpu=True)
+        return
+    if spec["kind"] != "keras-gpu":
+        tf.config.set_visible_devices([], "GPU")  # the CPU rows are the CPU's even on a GPU machine
     from edgeclf.models.io import load_keras_model
 
     model = load_keras_model(Path(spec["path"]))
-    res = phase.result
     if spec["kind"] == "convert-default":
         _convert_default(tf, model, Path(spec["out_file"]))
         res["tensorflow"] = tf.__version__
         return
-    gpus = tf.config.list_physical_devices("GPU")
-    res.update(engine=f"tensorflow {tf.__version__}", device=f"GPU ({len(gpus)})" if gpus else "CPU",
-               fixed_batch=None)
+    device = "CPU"
+    if spec["kind"] == "keras-gpu":
+        details = tf.config.experimental.get_device_details(gpus[0])
+        device = f"GPU {details.get('device_name', gpus[0].name)} (/GPU:0 of {len(gpus)})"
+    res.update(engine=f"tensorflow {tf.__version__}", device=device, fixed_batch=None)
     timing = TimingConfig(**spec["timing"])
     images = np.load(spec["images"], mmap_mode="r")
     n_batch = int(spec["batch_size"])
     one, many = batch_of(images, 1), batch_of(images, n_batch)
     phase.enter("run")
-    if spec["kind"] == "keras-function":
+    if spec["kind"] in ("keras-function", "keras-gpu"):
         fn = tf.function(model, jit_compile=False, reduce_retracing=True)
-        t1, tn = tf.constant(one), tf.constant(many)
-        res["latency"] = latency_stats(lambda: fn(t1, training=False).numpy(), timing)
-        res["throughput"] = throughput_stats(lambda: fn(tn, training=False).numpy(), n_batch, timing)
+        with tf.device("/GPU:0" if spec["kind"] == "keras-gpu" else "/CPU:0"):
+            t1, tn = tf.constant(one), tf.constant(many)
+            # .numpy() copies the result back to the host: the GPU latency includes the transfers
+            res["latency"] = latency_stats(lambda: fn(t1, training=False).numpy(), timing)
+            res["throughput"] = throughput_stats(lambda: fn(tn, training=False).numpy(), n_batch, timing)
         res["throughput_mode"] = f"one call of batch {n_batch}"
     elif spec["kind"] == "keras-predict":
         res["latency"] = latency_stats(lambda: model.predict(one, verbose=0), timing)

@@ -19,6 +19,7 @@ class Status(str, enum.Enum):
     LOAD_FAILED = "load failed"              # the engine cannot open the file
     RUN_FAILED = "run failed"                # opened, but inference crashed or timed out
     BELOW_MIN_ACCURACY = "below min accuracy"
+    NO_GPU = "no GPU"                        # the GPU original row on a machine without a GPU: not measured
 
 
 def default_expected() -> tuple[tuple[str, str], ...]:
@@ -95,7 +96,8 @@ class BenchConfig:
         threads: engine CPU threads for every row (TF intra-op threads for the Keras rows).
         batch_size: images per call of the throughput measurement.
         min_accuracy: rows whose top1_acc is below this fail (status "below min accuracy").
-        keras: also measure the float original (model.predict and tf.function rows).
+        keras: also measure the float original (model.predict and tf.function rows on the CPU, and the
+            tf.function row on the first GPU TensorFlow sees, or a "no GPU" row without one).
         baseline: also convert and measure the plain default-converter reference TFLite.
         expected: (format, kind) pairs that should exist; missing ones get an "export failed"
             row. kind is a precision ("fp32", "int8", ...) or "pruned-int8". Default:

@@ -30,6 +30,7 @@ from edgeclf.runtime.manifest import ArtifactEntry, ArtifactStatus, Format, Mani
 log = logging.getLogger(__name__)
 
 KERAS_PREDICT, KERAS_FUNCTION = "keras model.predict", "keras tf.function"
+GPU_ORIGINAL = "keras tf.function (GPU original)"
 BASELINE_FORMAT, BASELINE_FILE = "tflite (default converter, reference)", "baseline_default.tflite"
 DETAIL_CHARS = 300  # a row's detail is cut to this many characters
 
@@ -203,7 +204,7 @@ def _measure_all(model_dir: Path, manifest: Manifest, cfg: BenchConfig, workers:
     rows: list[BenchRow] = []
     preds: dict[int, np.ndarray] = {}
     keras_path = model_dir / "model.keras"
-    total = 2 * cfg.keras + cfg.baseline
+    total = 3 * cfg.keras + cfg.baseline
 
     def measure(row: BenchRow, kind: str, path: Path, accuracy: bool) -> None:
         log.info("bench [%d]: %s %s (%s)", len(rows) + 1, row.format, row.precision, row.file)
@@ -226,6 +227,16 @@ def _measure_all(model_dir: Path, manifest: Manifest, cfg: BenchConfig, workers:
             else:
                 row.status, row.detail = Status.LOAD_FAILED, "no model.keras in the model directory"
                 rows.append(row)
+        gpu = BenchRow(GPU_ORIGINAL, "fp32", "model.keras", "tensorflow", threads=cfg.threads,
+                       batch_size=cfg.batch_size)
+        if keras_path.is_file():
+            measure(gpu, "keras-gpu", keras_path, False)
+            if gpu.device == "no GPU":  # never a number for a device that isn't there
+                gpu.status, gpu.detail = Status.NO_GPU, "TensorFlow sees no GPU on this machine; not measured"
+                gpu.latency_ms_p50 = gpu.latency_ms_p95 = gpu.throughput_ips = gpu.peak_rss_mb = None
+        else:
+            gpu.status, gpu.detail = Status.LOAD_FAILED, "no model.keras in the model directory"
+            rows.append(gpu)
     if cfg.baseline:
         base = BenchRow(BASELINE_FORMAT, "dynamic", BASELINE_FILE, "litert", threads=cfg.threads,
                         batch_size=cfg.batch_size)

@@ -7,7 +7,7 @@ and the default-converter reference do (:mod:`edgeclf.bench._keras_worker`).
 
 SPEC.json (written by :mod:`edgeclf.bench.runner`)::
 
-    {"kind": "runtime" | "keras-function" | "keras-predict" | "convert-default",
+    {"kind": "runtime" | "keras-function" | "keras-gpu" | "keras-predict" | "convert-default",
      "path": artifact file (runtime) or model directory (keras kinds),
      "input": InputSpec dict, "labels": [...], "precision": str,
      "threads": int, "batch_size": int, "timing": TimingConfig fields,

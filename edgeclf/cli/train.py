@@ -79,6 +79,9 @@ def _resume(ctx: click.Context, path: str) -> None:
 
 
 def _echo_result(result) -> None:
+    if not result.is_chief:
+        click.echo(f"worker done; the chief wrote {result.model_dir}")
+        return
     m = result.metrics
     click.echo(f"{'interrupted; ' if result.interrupted else ''}test top-1 accuracy {m['top1_acc']:.4f} on "
                f"{m['n_test']} images, {m['params']:,} params, {m['flops_per_image'] / 1e6:.1f} MFLOPs/image, "
@@ -113,6 +116,19 @@ def _echo_result(result) -> None:
               help="Fraction of train held out (stratified) for validation.")
 @click.option("--limit", type=click.IntRange(min=10), default=None,
               help="Stratified random subset of N training images (and N/5 test images) for quick runs.")
+@click.option("--stream/--no-stream", "stream", default=None,
+              help="Image folders: decode the images from disk batch by batch during training (tf.data, parallel "
+                   "decode, bounded memory) instead of all into memory first. Default: stream when the decoded images "
+                   "would exceed 2 GiB (or a quarter of the RAM); EDGECLF_STREAM=1/0 sets the default.")
+@click.option("--cache", default=None, metavar="DIR",
+              help="Streaming: cache the decoded, resized images in DIR (written in the first epoch, reused by later "
+                   "epochs and runs on the same files). Implies --stream.")
+@click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]), default="none",
+              show_default=True,
+              help="tf.distribute: mirrored = every GPU of this machine; multi-worker = the machines in TF_CONFIG "
+                   "(run the same command on each; docs/distributed.md). --batch-size is the GLOBAL batch, split "
+                   "across replicas, and --lr is used as given (not rescaled): to grow the batch with the number of "
+                   "replicas, scale --lr linearly yourself. Only the chief writes OUT/NAME.")
 @click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
               help="'balanced' weights the loss by inverse class frequency (imbalanced data).")
 @click.option("--augment/--no-augment", default=True, show_default=True,
@@ -172,7 +188,8 @@ def train_cmd(**opts):
     try:
         mcfg = ModelConfig(name=spec.name, **{k: opts[k] for k in _MODEL_FIELDS if opts[k] is not None})
         dcfg = DataConfig(source=opts["data"], image_size=parse_size(opts["input_size"]),
-                          val_split=opts["val_split"], limit=opts["limit"], seed=opts["seed"])
+                          val_split=opts["val_split"], limit=opts["limit"], seed=opts["seed"],
+                          stream=opts["stream"], cache=opts["cache"])
         acfg = (AugmentConfig(translate_px=opts["translate"], rotate_deg=opts["rotate"], zoom=opts["zoom"],
                               cutout_px=opts["cutout"]) if opts["augment"]
                 else AugmentConfig(flip=False, translate_px=0))
@@ -183,7 +200,7 @@ def train_cmd(**opts):
         cfg = TrainConfig.from_recipe(
             mcfg, {k: opts[k] for k in _TRAIN_FIELDS}, data=dcfg, augment=acfg, patience=opts["patience"],
             class_weight=opts["class_weight"], mixed_precision=opts["mixed_precision"], seed=opts["seed"],
-            distill=distill, name=opts["name"], out=opts["out"])
+            distill=distill, distribute=opts["distribute"], name=opts["name"], out=opts["out"])
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     from edgeclf.train import train

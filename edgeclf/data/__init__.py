@@ -1,12 +1,15 @@
-"""Dataset discovery and loading, splits, the tf.data pipeline and the representative dataset.
+"""Dataset discovery and loading, splits, the tf.data pipelines and the representative dataset.
 
-Entry point: :func:`load_dataset` (``DataConfig`` -> in-memory :class:`Dataset`).
-The tf.data helpers live in :mod:`edgeclf.data.pipeline` (imports TensorFlow).
+Entry points: :func:`open_dataset` (``DataConfig`` -> an in-memory :class:`Dataset` or, for large
+image folders, a streamed :class:`edgeclf.data.stream.FileDataset`; what training and export use)
+and :func:`load_dataset` (always in memory). The tf.data helpers live in
+:mod:`edgeclf.data.pipeline` and :mod:`edgeclf.data.stream` (both import TensorFlow).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +17,32 @@ import numpy as np
 from edgeclf.data.builtin import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, load_cifar10, load_fashion_mnist
 from edgeclf.data.config import AugmentConfig, DataConfig
 from edgeclf.data.dataset import Dataset, balanced_class_weights, stratified_split, stratified_subset
-from edgeclf.data.folders import DataError, detect_layout, list_class_files, load_images, probe_size
+from edgeclf.data.folders import (
+    DataError,
+    FolderPlan,
+    detect_layout,
+    list_class_files,
+    load_images,
+    plan_folders,
+    probe_size,
+)
 
-__all__ = ["AugmentConfig", "DataConfig", "DataError", "Dataset", "balanced_class_weights", "load_dataset",
-           "native_size"]
+__all__ = ["AugmentConfig", "DataConfig", "DataError", "Dataset", "balanced_class_weights", "estimate_decoded_bytes",
+           "load_dataset", "native_size", "open_dataset", "use_streaming"]
 
 log = logging.getLogger(__name__)
 BUILTIN = ("cifar10", "fashion_mnist")
 #: (height, width) of the built-in datasets' images.
 BUILTIN_SIZES = {"cifar10": (32, 32), "fashion_mnist": (28, 28)}
+#: Image folders whose decoded images (train + val + test, uint8 at the training size) would take
+#: more than this many bytes are streamed from disk: 2 GiB, or a quarter of the physical memory if
+#: that is less. The in-memory path holds the images about twice at its peak (the NumPy arrays and
+#: tf.data's copy), so 2 GiB decoded is ~4 GiB of RSS.
+STREAM_THRESHOLD_BYTES = 2 * 1024**3
+#: ``EDGECLF_STREAM=1`` (or ``0``) makes the automatic choice stream (or not) every image folder,
+#: e.g. to run the test suite on the streaming path (``make test-stream``); ``--stream`` /
+#: ``--no-stream`` (``DataConfig.stream``) still win.
+STREAM_ENV = "EDGECLF_STREAM"
 
 
 def _resize_all(x: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -50,30 +70,15 @@ def _from_arrays(cfg: DataConfig, name: str, classes: list[str], arrays) -> Data
     )
 
 
-def _from_folders(cfg: DataConfig, channels: int, progress: bool) -> Dataset:
-    root = Path(cfg.source).expanduser()
-    train_root, test_root, test_name = detect_layout(root)
-    classes, files, labels = list_class_files(train_root)
-    if test_root is not None:
-        test_classes, test_files, test_labels = list_class_files(test_root)
-        if test_classes != classes:
-            raise DataError(f"{test_root}: class folders {test_classes} differ from {train_root}'s {classes}")
-    else:  # one tree: hold out a stratified test split as well
-        rest, held = stratified_split(labels, max(cfg.val_split, 0.1), cfg.seed + 1)
-        test_files, test_labels = [files[i] for i in held], labels[held]
-        files, labels = [files[i] for i in rest], labels[rest]
-    if cfg.limit:
-        i = stratified_subset(labels, cfg.limit, cfg.seed)
-        files, labels = [files[k] for k in i], labels[i]
-        j = stratified_subset(test_labels, max(10, cfg.limit // 5), cfg.seed)
-        test_files, test_labels = [test_files[k] for k in j], test_labels[j]
-    size = tuple(cfg.image_size) if cfg.image_size else probe_size(files)
-    xtr, ytr = load_images(files, labels, size, channels, cfg.max_bad_fraction, f"{train_root}", progress)
-    xte, yte = load_images(test_files, test_labels, size, channels, cfg.max_bad_fraction,
-                           f"{test_root or root} ({test_name})", progress)
+def _from_folders(plan: FolderPlan, cfg: DataConfig, channels: int, progress: bool) -> Dataset:
+    xtr, ytr = load_images(plan.files, plan.labels, plan.size, channels, cfg.max_bad_fraction, f"{plan.train_root}",
+                           progress)
+    xte, yte = load_images(plan.test_files, plan.test_labels, plan.size, channels, cfg.max_bad_fraction,
+                           f"{plan.test_root or plan.root} ({plan.test_name})", progress)
     keep, val = stratified_split(ytr, cfg.val_split, cfg.seed)
     return Dataset(x_train=xtr[keep], y_train=ytr[keep], x_val=xtr[val], y_val=ytr[val],
-                   x_test=xte, y_test=yte, class_names=classes, name=root.name, test_split_name=test_name)
+                   x_test=xte, y_test=yte, class_names=plan.classes, name=plan.root.name,
+                   test_split_name=plan.test_name)
 
 
 def native_size(cfg: DataConfig) -> tuple[int, int]:
@@ -94,6 +99,82 @@ def native_size(cfg: DataConfig) -> tuple[int, int]:
     train_root, _, _ = detect_layout(root)
     _, files, _ = list_class_files(train_root)
     return probe_size(files)
+
+
+def estimate_decoded_bytes(n_images: int, size: tuple[int, int], channels: int) -> int:
+    """Bytes of ``n_images`` decoded uint8 images of ``size`` = (height, width) and ``channels``."""
+    return int(n_images) * int(size[0]) * int(size[1]) * int(channels)
+
+
+def _stream_threshold() -> int:
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on Linux/macOS
+        return STREAM_THRESHOLD_BYTES
+    return min(STREAM_THRESHOLD_BYTES, ram // 4)
+
+
+def use_streaming(cfg: DataConfig, decoded_bytes: int) -> tuple[bool, str]:
+    """Whether an image folder of ``decoded_bytes`` is streamed: -> (stream, the reason, for the log).
+
+    ``cfg.stream`` True/False decides; None: ``cfg.cache`` set -> stream (the cache is the
+    streaming path's); else :data:`STREAM_ENV` if set; else stream when ``decoded_bytes`` exceeds
+    ``min(STREAM_THRESHOLD_BYTES, physical memory / 4)``.
+
+    Raises:
+        ConfigError: :data:`STREAM_ENV` is set to something else than 0 or 1.
+    """
+    from edgeclf.errors import ConfigError
+
+    def human(b: float) -> str:
+        return f"{b / 1024**3:.2f} GiB" if b >= 1024**3 else f"{b / 1024**2:.1f} MiB"
+
+    if cfg.stream is not None:
+        return cfg.stream, f"{'--stream' if cfg.stream else '--no-stream'}; {human(decoded_bytes)} decoded"
+    if cfg.cache:
+        return True, f"--cache {cfg.cache}"
+    env = os.environ.get(STREAM_ENV, "").strip()
+    if env:
+        if env not in ("0", "1"):
+            raise ConfigError(f"{STREAM_ENV}={env!r}: expected 0 or 1")
+        return env == "1", f"{STREAM_ENV}={env}"
+    limit = _stream_threshold()
+    over = decoded_bytes > limit
+    return over, f"{human(decoded_bytes)} decoded {'>' if over else '<='} the {human(limit)} threshold"
+
+
+def open_dataset(cfg: DataConfig, channels: int = 3, progress: bool = True, cache_dir: str | None = None):
+    """The dataset ``cfg`` names, in memory or streamed from disk (image folders; :func:`use_streaming`).
+
+    Args:
+        cfg, channels, progress: as for :func:`load_dataset`.
+        cache_dir: overrides ``cfg.cache`` for the streaming path (e.g. one directory per worker).
+
+    Returns:
+        A :class:`Dataset` (built-in datasets, small folders) or a
+        :class:`edgeclf.data.stream.FileDataset`; both have ``train``/``val``/``test`` image sources
+        (:mod:`edgeclf.data.dataset`), ``class_names``, ``name``, ``input_shape``, ``summary()``.
+
+    Raises:
+        DataError: as :func:`load_dataset`. ConfigError: ``stream`` True for a built-in dataset.
+    """
+    from edgeclf.errors import ConfigError
+
+    if cfg.source in BUILTIN:
+        if cfg.stream or cfg.cache:
+            raise ConfigError(f"--stream/--cache apply to image folders; {cfg.source} is loaded into memory")
+        return load_dataset(cfg, channels, progress)
+    if not Path(cfg.source).expanduser().exists():
+        raise DataError(f"{cfg.source}: not a directory, and not one of {', '.join(BUILTIN)}")
+    plan = plan_folders(cfg)
+    size = estimate_decoded_bytes(len(plan.files) + len(plan.test_files), plan.size, channels)
+    stream, why = use_streaming(cfg, size)
+    log.info("input pipeline: %s (%s)", "streaming from disk" if stream else "in memory", why)
+    if not stream:
+        return _from_folders(plan, cfg, channels, progress)
+    from edgeclf.data.stream import FileDataset
+
+    return FileDataset.from_plan(plan, cfg, channels, cache_dir)
 
 
 def load_dataset(cfg: DataConfig, channels: int = 3, progress: bool = True) -> Dataset:
@@ -118,4 +199,4 @@ def load_dataset(cfg: DataConfig, channels: int = 3, progress: bool = True) -> D
         return _from_arrays(cfg, "fashion_mnist", FASHION_MNIST_CLASSES, load_fashion_mnist())
     if not Path(cfg.source).expanduser().exists():
         raise DataError(f"{cfg.source}: not a directory, and not one of {', '.join(BUILTIN)}")
-    return _from_folders(cfg, channels, progress)
+    return _from_folders(plan_folders(cfg), cfg, channels, progress)

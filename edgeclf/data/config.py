@@ -48,6 +48,11 @@ class DataConfig:
             most ``limit // 5`` test images) for quick runs.
         seed: seed of the splits and of the subset.
         max_bad_fraction: abort when more than this fraction of image files can't be decoded.
+        stream: image folders only: True decodes the images from disk batch by batch during
+            training (:mod:`edgeclf.data.stream`), False decodes them all into memory first, None
+            chooses by the estimated decoded size (:func:`edgeclf.data.use_streaming`).
+        cache: streaming only: a directory where the decoded, resized images are cached on disk by
+            ``tf.data.Dataset.cache`` after the first epoch (None = decode every epoch).
     """
 
     source: str = "cifar10"
@@ -56,6 +61,8 @@ class DataConfig:
     limit: int | None = None
     seed: int = 42
     max_bad_fraction: float = 0.05
+    stream: bool | None = None
+    cache: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_split < 0.9:
@@ -64,6 +71,9 @@ class DataConfig:
             raise ConfigError(f"limit must be >= 10 images, got {self.limit}")
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 8):
             raise ConfigError(f"image_size must be (height, width) >= 8 px, got {self.image_size}")
+        if self.cache and self.stream is False:
+            raise ConfigError("cache (an on-disk cache of decoded images) only applies to the streaming path; "
+                              "drop it or allow streaming")
 
     def to_dict(self) -> dict:
         d = asdict(self)

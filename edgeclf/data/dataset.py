@@ -1,10 +1,45 @@
-"""The in-memory dataset every stage works on, and the split helpers."""
+"""The in-memory dataset, the image-source interface training and export read through, and the split helpers.
+
+An *image source* is one split of a dataset, in memory (:class:`ArraySplit`) or streamed from
+files (:class:`edgeclf.data.stream.FileSplit`). Both offer the same methods, so ``fit``,
+evaluation and export calibration/validation take either:
+
+* ``len(source)``, ``source.labels`` (int32 (N,), the listed images' labels),
+* :func:`edgeclf.data.pipeline.source_batches` / ``indexed_batches`` -> tf.data of
+  (float32 (B, H, W, C) [0, 255], targets rows / indices),
+* ``source.sample(n, seed)`` -> (uint8 (M, H, W, C), int32 (M,)) a stratified subset in memory,
+* ``source.check()`` -> raises DataError once too many files failed to decode (no-op in memory).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass
+class ArraySplit:
+    """One split held in memory: uint8 (N, H, W, C) images ``x`` and int32 (N,) ``labels``.
+
+    (This module imports no TensorFlow: its tf.data pipelines come from
+    :func:`edgeclf.data.pipeline.source_batches`.)"""
+
+    x: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def sample(self, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """A stratified subset of at most ``n`` images (None = all): (uint8 (M, H, W, C), int32 (M,))."""
+        if n is None:
+            return self.x, self.labels
+        i = stratified_subset(self.labels, n, seed)
+        return self.x[i], self.labels[i]
+
+    def check(self) -> None:
+        """Nothing to check: every image in memory was decoded."""
 
 
 @dataclass
@@ -37,6 +72,18 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def train(self) -> ArraySplit:
+        return ArraySplit(self.x_train, self.y_train)
+
+    @property
+    def val(self) -> ArraySplit:
+        return ArraySplit(self.x_val, self.y_val)
+
+    @property
+    def test(self) -> ArraySplit:
+        return ArraySplit(self.x_test, self.y_test)
 
     def summary(self) -> str:
         h, w, c = self.input_shape

@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edgeclf.data.config import DataConfig
+from edgeclf.data.dataset import stratified_split, stratified_subset
 from edgeclf.errors import DataError  # noqa: F401  (re-exported)
 from edgeclf.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, resize_image
 
@@ -63,16 +66,28 @@ def detect_layout(root: Path) -> tuple[Path, Path | None, str]:
     return root, None, "held-out"
 
 
-def _decode(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray | None, bool]:
-    try:
-        img = load_image(path)
-    except ImageError as exc:
-        log.warning("skipping %s", exc)
-        return None, False
-    resized = img.shape[:2] != size
+def decode_resized(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray, bool]:
+    """Decode one training image by the one preprocessing definition (:mod:`edgeclf.preprocess`).
+
+    Returns:
+        (uint8 (H, W, channels) RGB or grey image at ``size`` = (H, W), whether it had another size).
+
+    Raises:
+        ImageError: the file is missing, unreadable or not a decodable image.
+    """
+    img = load_image(path)
+    resized = img.shape[:2] != tuple(size)
     if channels == 1:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None]
     return resize_image(img, size[0], size[1]), resized
+
+
+def _decode(path: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray | None, bool]:
+    try:
+        return decode_resized(path, size, channels)
+    except ImageError as exc:
+        log.warning("skipping %s", exc)
+        return None, False
 
 
 def probe_size(files: list[Path], sample: int = 64) -> tuple[int, int]:
@@ -122,3 +137,60 @@ def load_images(files: list[Path], labels: np.ndarray, size: tuple[int, int], ch
     if resized:
         log.warning("%s: %d images were not %dx%d and were resized to it", what, resized, *size)
     return out[ok], labels[ok]
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """An image-folder dataset listed but not decoded: which files go into which split.
+
+    Attributes:
+        root: the dataset directory; train_root / test_root: where train / test files come from.
+        classes: class names in index order.
+        files, labels: the training files (before the validation split) and their int32 labels.
+        test_files, test_labels: the test split (a ``test/`` or ``val/`` folder, or held out).
+        test_name: ``"test"``, ``"val"``, ... or ``"held-out"``.
+        size: (height, width) images are resized to (``cfg.image_size`` or :func:`probe_size`).
+    """
+
+    root: Path
+    train_root: Path
+    test_root: Path | None
+    classes: list[str]
+    files: list[Path]
+    labels: np.ndarray
+    test_files: list[Path]
+    test_labels: np.ndarray
+    test_name: str
+    size: tuple[int, int]
+
+    def val_split(self, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(train indices, val indices) into ``files``: ``fraction`` of every class held out."""
+        return stratified_split(self.labels, fraction, seed)
+
+
+def plan_folders(cfg: DataConfig) -> FolderPlan:
+    """List ``cfg.source``'s class folders and split them (held-out test split, ``limit``) without decoding.
+
+    Raises:
+        DataError: missing/empty directories, class folders without images, train and test class
+            folders that differ, or (``image_size`` None) no decodable image among the sampled ones.
+    """
+    root = Path(cfg.source).expanduser()
+    train_root, test_root, test_name = detect_layout(root)
+    classes, files, labels = list_class_files(train_root)
+    if test_root is not None:
+        test_classes, test_files, test_labels = list_class_files(test_root)
+        if test_classes != classes:
+            raise DataError(f"{test_root}: class folders {test_classes} differ from {train_root}'s {classes}")
+    else:  # one tree: hold out a stratified test split as well
+        rest, held = stratified_split(labels, max(cfg.val_split, 0.1), cfg.seed + 1)
+        test_files, test_labels = [files[i] for i in held], labels[held]
+        files, labels = [files[i] for i in rest], labels[rest]
+    if cfg.limit:
+        i = stratified_subset(labels, cfg.limit, cfg.seed)
+        files, labels = [files[k] for k in i], labels[i]
+        j = stratified_subset(test_labels, max(10, cfg.limit // 5), cfg.seed)
+        test_files, test_labels = [test_files[k] for k in j], test_labels[j]
+    size = tuple(cfg.image_size) if cfg.image_size else probe_size(files)
+    return FolderPlan(root, train_root, test_root, classes, files, labels, test_files, test_labels, test_name,
+                      size)

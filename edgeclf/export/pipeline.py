@@ -95,15 +95,6 @@ def _step(name: str):
     log.info("[export] %s done in %.1f s", name, time.perf_counter() - t0)
 
 
-def _test_subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if n is None or n >= len(y):
-        return x, y
-    from edgeclf.data.dataset import stratified_subset
-
-    idx = np.sort(stratified_subset(y, n, seed))
-    return x[idx], y[idx]
-
-
 def _manifest(model_dir: Path, input_shape: tuple, model_name: str, class_names: list[str],
               dataset: str) -> Manifest:
     """A new manifest for ``model_dir``, keeping the earlier entries whose files still exist when the
@@ -244,7 +235,7 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
     """
     from edgeclf._io import write_json
     from edgeclf._keras import set_seed
-    from edgeclf.data import load_dataset
+    from edgeclf.data import open_dataset
     from edgeclf.data.dataset import representative_images
     from edgeclf.export.prune import FINE_TUNE_LR_FACTOR, FineTune
     from edgeclf.metrics import top1_accuracy
@@ -260,19 +251,20 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
         train_cfg = load_config(model_dir)
         model = load_keras_model(model_dir)
         dcfg = replace(train_cfg.data, source=cfg.data) if cfg.data else train_cfg.data
-        ds = load_dataset(dcfg, channels=int(model.input_shape[-1]), progress=progress)
-        x_val, y_val = _test_subset(ds.x_test, ds.y_test, cfg.val_samples, cfg.seed)
+        ds = open_dataset(dcfg, channels=int(model.input_shape[-1]), progress=progress)  # in memory or streamed
+        x_val, y_val = ds.test.sample(cfg.val_samples, cfg.seed)
         x_val = x_val.astype(np.float32)
         float_probs = model.predict(x_val, batch_size=256, verbose=0)
         float_acc = top1_accuracy(float_probs, y_val)
-        rep = representative_images(ds.x_train, ds.y_train, cfg.calibration_samples, cfg.seed)
+        rep = representative_images(*ds.train.sample(cfg.calibration_samples, cfg.seed), cfg.calibration_samples,
+                                    cfg.seed)
     log.info("[export] float model: top-1 %.4f on %d test images; %d calibration images", float_acc, len(y_val),
              len(rep))
     manifest = _manifest(model_dir, model.input_shape, train_cfg.model.name, ds.class_names, ds.name)
     manifest.float_top1_acc = round(float_acc, 5)
     result = ExportResult(model_dir, model_dir / MANIFEST_NAME, float_acc, len(y_val))
 
-    ft = FineTune(x_train=ds.x_train, y_train=ds.y_train, num_classes=ds.num_classes,
+    ft = FineTune(train=ds.train, num_classes=ds.num_classes,
                   batch_size=cfg.batch_size or train_cfg.batch_size, lr=train_cfg.lr * FINE_TUNE_LR_FACTOR,
                   label_smoothing=train_cfg.label_smoothing, optimizer=train_cfg.optimizer.value, seed=cfg.seed,
                   augment=train_cfg.augment)

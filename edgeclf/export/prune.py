@@ -134,13 +134,13 @@ def _nested_wrappers(model) -> list:
 class FineTune:
     """How pruning and QAT fine-tune: data, loss and optimizer settings.
 
-    ``x_train`` uint8 (N, H, W, C) [0, 255], ``y_train`` int (N,); ``optimizer`` ``"sgd"``
+    ``train``: the training images, an image source (:mod:`edgeclf.data.dataset`; in memory or
+    streamed from disk); ``optimizer`` ``"sgd"``
     (momentum 0.9, Nesterov) or ``"adam"`` as in training; ``lr`` its peak, cosine-decayed to 0;
     ``label_smoothing`` and ``augment`` (an AugmentConfig or None) as in training.
     """
 
-    x_train: np.ndarray
-    y_train: np.ndarray
+    train: object
     num_classes: int
     batch_size: int
     lr: float
@@ -150,7 +150,7 @@ class FineTune:
     augment: object = None
 
     def steps(self, epochs: int) -> int:
-        return epochs * int(np.ceil(len(self.x_train) / self.batch_size))
+        return epochs * int(np.ceil(len(self.train) / self.batch_size))
 
 
 def fine_tune(model, ft: FineTune, epochs: int, callbacks: list) -> None:
@@ -164,7 +164,7 @@ def fine_tune(model, ft: FineTune, epochs: int, callbacks: list) -> None:
 
     plan = FitPlan(optimizer=Optimizer(ft.optimizer), lr=ft.lr, batch_size=ft.batch_size,
                    label_smoothing=ft.label_smoothing, augment=ft.augment, seed=ft.seed)
-    fit(model, ft.x_train, ft.y_train, ft.num_classes, plan, epochs, callbacks)
+    fit(model, ft.train, ft.num_classes, plan, epochs, callbacks)
 
 
 def prune_model(model, ft: FineTune, sparsity: float, epochs: int) -> tuple[object, SparsityReport]:

@@ -27,6 +27,19 @@ class ClassWeight(str, enum.Enum):
     BALANCED = "balanced"
 
 
+class Distribute(str, enum.Enum):
+    """How training is spread over devices and machines (``tf.distribute``; :mod:`edgeclf.train.distribute`).
+
+    ``NONE``: the default device. ``MIRRORED``: ``MirroredStrategy``, every GPU of this machine
+    (synchronous data parallelism). ``MULTI_WORKER``: ``MultiWorkerMirroredStrategy`` across the
+    machines ``TF_CONFIG`` lists (docs/distributed.md).
+    """
+
+    NONE = "none"
+    MIRRORED = "mirrored"
+    MULTI_WORKER = "multi-worker"
+
+
 class TeacherTargets(str, enum.Enum):
     """Where a distillation teacher's outputs come from (see :mod:`edgeclf.train.distill`).
 
@@ -100,6 +113,10 @@ class TrainConfig:
             win on CPUs with AMX/AVX512-BF16 (measured on an AVX2-only EPYC: ~5x *slower*).
         seed: seeds Python/NumPy/TensorFlow and the data splits.
         distill: knowledge distillation from a teacher model (None = plain training).
+        distribute: ``none``, ``mirrored`` or ``multi-worker`` (:class:`Distribute`); ``batch_size``
+            is the global batch, split across the replicas, so ``lr`` needs no change for the same
+            batch size (raise both together, linearly, to keep per-replica batches large: Goyal et
+            al. 2017).
         name, out: the model directory is ``out/name``; the run's checkpoint is ``out/.name.partial``.
     """
 
@@ -121,6 +138,7 @@ class TrainConfig:
     mixed_precision: bool = False
     seed: int = 42
     distill: DistillConfig | None = None
+    distribute: Distribute = Distribute.NONE
     name: str = ""
     out: str = "export"
 
@@ -137,6 +155,11 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.head_epochs < 0 or self.patience < 0:
             raise ConfigError("head_epochs and patience must be >= 0")
+        try:
+            object.__setattr__(self, "distribute", Distribute(self.distribute))
+        except ValueError:
+            raise ConfigError(f"distribute must be one of {', '.join(d.value for d in Distribute)}, "
+                              f"got {self.distribute!r}") from None
         if self.patience and self.data.val_split == 0:
             raise ConfigError("patience (early stopping on validation accuracy) needs a validation split; "
                              "set val_split > 0 or patience 0")
@@ -153,6 +176,7 @@ class TrainConfig:
         d = asdict(self)
         d["optimizer"] = self.optimizer.value
         d["class_weight"] = self.class_weight.value
+        d["distribute"] = self.distribute.value
         d["data"] = self.data.to_dict()
         d["distill"] = self.distill.to_dict() if self.distill else None
         return d

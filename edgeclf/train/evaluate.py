@@ -20,6 +20,34 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
+def predict_source(model, source, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over an image source (:mod:`edgeclf.data.dataset`, in memory or streamed).
+
+    Returns:
+        (float32 (M, C) probabilities, int32 (M,) labels) of the images that decoded (M <= len(source)).
+
+    Raises:
+        edgeclf.errors.DataError: too many of a streamed source's files failed to decode.
+    """
+    from edgeclf.data.pipeline import indexed_batches
+
+    probs, idx = [], []
+    for images, i in indexed_batches(source, batch_size):
+        probs.append(np.asarray(model(images, training=False), dtype=np.float32))
+        idx.append(np.asarray(i))
+    source.check()
+    if not probs:
+        return np.zeros((0, model.output_shape[-1]), np.float32), np.zeros(0, np.int32)
+    return np.concatenate(probs), np.asarray(source.labels)[np.concatenate(idx)]
+
+
+def evaluate_source(model, source, class_names: list[str]) -> dict:
+    """:func:`evaluate_model` on an image source (in memory or streamed from disk); ``n_test`` counts
+    the images that decoded."""
+    probs, y = predict_source(model, source)
+    return _metrics(probs, y, class_names)
+
+
 def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
     """Top-1 accuracy, loss, per-class precision/recall/F1 and the confusion matrix on (x, y).
 
@@ -31,7 +59,10 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str]) 
         dict with ``top1_acc``, ``loss`` (cross-entropy, nats), ``n_test``, ``per_class`` and
         ``confusion_matrix`` (list of lists, rows = true class).
     """
-    probs = predict_probs(model, x)
+    return _metrics(predict_probs(model, x), y, class_names)
+
+
+def _metrics(probs: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
     cm = confusion_matrix(y, probs.argmax(axis=1), len(class_names))
     return {
         "top1_acc": round(top1_accuracy(probs, y), 4),
@@ -63,16 +94,16 @@ def evaluate_dir(model_dir: Path, data: str | None = None) -> dict:
         FileNotFoundError / ValueError: not a model directory or a malformed one.
         edgeclf.errors.DataError: the data can't be loaded.
     """
-    from edgeclf.data import load_dataset
+    from edgeclf.data import open_dataset
     from edgeclf.models.io import load_keras_model
     from edgeclf.train.config import load_config
 
     cfg = load_config(model_dir)
     dcfg = replace(cfg.data, source=data) if data else cfg.data
     model = load_keras_model(model_dir)
-    ds = load_dataset(dcfg, channels=int(model.input_shape[-1]))
+    ds = open_dataset(dcfg, channels=int(model.input_shape[-1]))
     metrics_path = Path(model_dir) / "metrics.json"
     old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    m = {**old, **evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)}
+    m = {**old, **evaluate_source(model, ds.test, ds.class_names)}
     write_eval_artifacts(Path(model_dir), m, None)
     return m

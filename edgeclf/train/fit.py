@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeclf._keras import keras, tf
 from edgeclf.data.config import AugmentConfig
-from edgeclf.data.pipeline import make_dataset
+from edgeclf.data.pipeline import source_batches
 from edgeclf.train.config import Optimizer
 from edgeclf.train.distill import Teacher, distill_datasets, distillation_loss, label_accuracy
 from edgeclf.train.schedules import WarmupCosine
@@ -72,47 +72,69 @@ def make_optimizer(kind: Optimizer, schedule, weight_decay: float):
     return opt
 
 
-def fit(model, x: np.ndarray, y: np.ndarray, num_classes: int, plan: FitPlan, epochs: int,
-        callbacks: Sequence = (), validation: tuple[np.ndarray, np.ndarray] | None = None,
+class SourceCheck(keras.callbacks.Callback):
+    """Calls ``check()`` of the streamed image sources after every batch and epoch, so training stops
+    with DataError as soon as too many files failed to decode (:mod:`edgeclf.data.stream`)."""
+
+    def __init__(self, sources: Sequence):
+        super().__init__()
+        self.sources = list(sources)
+
+    def on_train_batch_end(self, batch, logs=None):
+        for s in self.sources:
+            s.check()
+
+    on_epoch_end = on_test_end = on_train_batch_end
+
+
+def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: Sequence = (), validation=None,
         class_weight: dict[int, float] | None = None, initial_epoch: int = 0):
     """Compile ``model`` with ``plan`` and fit it for ``epochs`` epochs.
 
     Args:
         model: a Keras classifier, float32 (N, H, W, C) [0, 255] -> (N, num_classes) probabilities.
-        x: uint8 (N, H, W, C) training images, 0-255; y: int (N,) labels.
+            Built under a ``tf.distribute`` strategy's scope, it is compiled and fitted under it
+            (``model.distribute_strategy``); ``plan.batch_size`` is then the global batch.
+        train: the training images, an image source (:mod:`edgeclf.data.dataset`): in memory
+            (``ArraySplit(x uint8 (N, H, W, C), labels int (N,))``) or streamed
+            (:class:`edgeclf.data.stream.FileSplit`).
         num_classes: C.
         plan: optimizer/schedule/loss/batch settings.
-        epochs: epochs to train (the schedule spans exactly these epochs).
+        epochs: epochs to train (the schedule spans exactly these epochs of ``len(train)`` images).
         callbacks: Keras callbacks (e.g. ``keras.callbacks.BackupAndRestore``, which makes ``fit``
             continue after the epoch it restores).
-        validation: optional (uint8 images, int labels) evaluated after every epoch.
+        validation: optional image source evaluated after every epoch.
         class_weight: optional per-class loss weights.
         initial_epoch: epoch index to start counting from (for history/logging).
 
     Returns:
         keras.callbacks.History. The loss is the label-smoothed cross-entropy, or with
         ``plan.teacher`` the distillation loss; the ``accuracy`` metric is top-1 against the labels.
+
+    Raises:
+        edgeclf.errors.DataError: a streamed source had too many undecodable files.
     """
-    steps = plan.steps(len(x), epochs)
+    steps = plan.steps(len(train), epochs)
     schedule = WarmupCosine(plan.lr, steps, int(plan.warmup_fraction * steps))
+    has_val = validation is not None and len(validation)
     if plan.teacher is None:
         def one_hot(a, b):
             return a, tf.one_hot(b, num_classes)
 
-        train = make_dataset(x, y, plan.batch_size, True, plan.augment, plan.seed).map(one_hot)
-        val = None
-        if validation is not None and len(validation[0]):
-            val = make_dataset(validation[0], validation[1], 256, False).map(one_hot)
+        train_ds = source_batches(train, plan.batch_size, True, plan.augment, plan.seed).map(one_hot)
+        val_ds = source_batches(validation, 256, False).map(one_hot) if has_val else None
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=plan.label_smoothing)
-        metric = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
         t = plan.teacher
-        train, val = distill_datasets(t, x, y, num_classes, plan.batch_size, plan.augment, plan.seed, validation,
-                                      class_weight)
+        train_ds, val_ds = distill_datasets(t, train, num_classes, plan.batch_size, plan.augment, plan.seed,
+                                            validation if has_val else None, class_weight)
         class_weight = None  # applied as sample weights by distill_datasets
         loss = distillation_loss(num_classes, t.alpha, t.temperature, plan.label_smoothing)
-        metric = label_accuracy(num_classes)
-    model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay), loss=loss, metrics=[metric])
-    return model.fit(train, validation_data=val, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                     callbacks=list(callbacks), class_weight=class_weight,
+    with model.distribute_strategy.scope():  # metrics and optimizer belong to the model's strategy
+        metric = (keras.metrics.CategoricalAccuracy(name="accuracy") if plan.teacher is None
+                  else label_accuracy(num_classes))
+        model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay), loss=loss, metrics=[metric])
+    checks = SourceCheck([train, validation] if has_val else [train])
+    return model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                     callbacks=[checks, *callbacks], class_weight=class_weight,
                      verbose=1 if log.isEnabledFor(logging.INFO) else 2)

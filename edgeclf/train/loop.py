@@ -14,6 +14,7 @@ import csv
 import io
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,13 +23,29 @@ from edgeclf import __version__
 from edgeclf._io import make_temp_dir, replace_dir, reported_as, write_json, write_text
 from edgeclf._keras import keras, set_seed
 from edgeclf._versions import tool_versions
-from edgeclf.data import BUILTIN, balanced_class_weights, load_dataset, native_size
+from edgeclf.data import BUILTIN, balanced_class_weights, native_size, open_dataset
+from edgeclf.errors import ConfigError
 from edgeclf.models import build_model, get_spec
 from edgeclf.models.flops import count_macs
-from edgeclf.train.checkpoint import EpochState, RunCheckpoint, early_stop, find_checkpoint, model_dir_of
-from edgeclf.train.config import ClassWeight, TrainConfig
+from edgeclf.train.checkpoint import (
+    EpochState,
+    RunCheckpoint,
+    checkpoint_dir,
+    early_stop,
+    find_checkpoint,
+    model_dir_of,
+)
+from edgeclf.train.config import ClassWeight, Distribute, TrainConfig, load_config
 from edgeclf.train.distill import load_teacher
-from edgeclf.train.evaluate import evaluate_model, write_eval_artifacts
+from edgeclf.train.distribute import (
+    Worker,
+    follow_chief,
+    is_distributed,
+    load_weights,
+    make_worker,
+    plain_copy,
+)
+from edgeclf.train.evaluate import evaluate_source, write_eval_artifacts
 from edgeclf.train.fit import FitPlan, fit
 
 log = logging.getLogger(__name__)
@@ -43,12 +60,15 @@ class TrainResult:
         metrics: the test metrics, as in metrics.json.
         interrupted: the run stopped early (Ctrl-C); the model holds the best weights so far.
         checkpoint: the kept run checkpoint to ``resume`` from (interrupted runs), else None.
+        is_chief: False for a non-chief worker of a distributed run, which wrote nothing (the chief
+            wrote ``model_dir``).
     """
 
     model_dir: Path
     metrics: dict
     interrupted: bool = False
     checkpoint: Path | None = None
+    is_chief: bool = True
 
 
 def _history_csv(history: list[dict]) -> str:
@@ -142,9 +162,38 @@ def train(cfg: TrainConfig, progress: bool = True,
         KeyboardInterrupt: interrupted before the first epoch finished (nothing is kept).
     """
     get_spec(cfg.model.name).validate_weights(cfg.model.weights)  # before spending minutes on the data
+    worker = make_worker(cfg.distribute, cfg.batch_size)  # before any other TF op (MultiWorkerMirroredStrategy)
     cfg = resolve_input_size(cfg)
     out_dir = Path(cfg.out) / cfg.run_name
-    return _run(cfg, RunCheckpoint.create(out_dir, cfg), progress, extra_callbacks)
+    if not worker.is_chief:
+        return _run_non_chief(cfg, worker, out_dir, progress, extra_callbacks)
+    return _run(cfg, _chief_checkpoint(cfg, out_dir), progress, extra_callbacks, worker)
+
+
+def _chief_checkpoint(cfg: TrainConfig, out_dir: Path) -> RunCheckpoint:
+    """A new run checkpoint; for ``multi-worker``, the unfinished checkpoint of the same configuration
+    if there is one (a restarted cluster rejoins its run: BackupAndRestore restores the epoch)."""
+    path = checkpoint_dir(out_dir)
+    if cfg.distribute is Distribute.MULTI_WORKER and (path / "state.json").is_file():
+        if load_config(path).to_dict() == cfg.to_dict():
+            ckpt, _ = RunCheckpoint.open(path)
+            log.info("rejoining the unfinished run in %s (%d epoch(s) done)", path, len(ckpt.state["history"]))
+            return ckpt
+    return RunCheckpoint.create(out_dir, cfg)
+
+
+def _run_non_chief(cfg: TrainConfig, worker: Worker, out_dir: Path, progress: bool,
+                   extra_callbacks: Sequence[keras.callbacks.Callback]) -> TrainResult:
+    """A non-chief worker: the same steps as the chief, every file into a temporary directory that is
+    deleted at the end; the backups are read from the chief's shared checkpoint."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"edgeclf-{worker.task.replace(' ', '-')}-"))
+    try:
+        ckpt = RunCheckpoint.create(tmp / cfg.run_name, cfg)
+        follow_chief(ckpt, checkpoint_dir(out_dir))
+        result = _run(cfg, ckpt, progress, extra_callbacks, worker, backup_root=checkpoint_dir(out_dir))
+        return replace(result, model_dir=out_dir, checkpoint=None, is_chief=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resume(path: str | Path, progress: bool = True,
@@ -172,15 +221,20 @@ def resume(path: str | Path, progress: bool = True,
         ckpt.abandon()
         raise
     log.info("resuming %s after epoch %d (%s)", model_dir_of(ckpt_path), len(ckpt.state["history"]), ckpt_path)
-    return _run(cfg, ckpt, progress, extra_callbacks)
+    if cfg.distribute is Distribute.MULTI_WORKER:
+        ckpt.abandon()
+        raise ConfigError(f"{ckpt_path}: a --distribute {cfg.distribute.value} run continues by running the same "
+                          "edgeclf train command again (it rejoins its checkpoint), not with --resume")
+    return _run(cfg, ckpt, progress, extra_callbacks, make_worker(cfg.distribute, cfg.batch_size))
 
 
-def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weight, extra_callbacks) -> None:
+def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weight, extra_callbacks,
+                  backup_root: Path) -> None:
     """Run the phases not finished yet, checkpointing after every epoch and at every phase end."""
     phases = _phases(cfg, spec)
     done = int(ckpt.state["phases_done"])
     if done:
-        model.load_weights(str(ckpt.phase_weights(done - 1)))
+        load_weights(model, ckpt.phase_weights(done - 1))
     for i, (phase, epochs, lr, layers) in enumerate(phases):
         if i < done:
             continue
@@ -189,41 +243,45 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
             log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
         rows = [r for r in ckpt.state["history"] if r["phase"] == phase]
         if cfg.patience and early_stop(rows, cfg.patience):  # stopped early, killed before the phase end was saved
-            model.load_weights(str(ckpt.best_path))
+            load_weights(model, ckpt.best_path)
             ckpt.finish_phase(model, i)
             continue
         state = EpochState(ckpt, phase, cfg.patience)
-        backup = keras.callbacks.BackupAndRestore(str(ckpt.backup_dir(i)), delete_checkpoint=False)
+        backup = keras.callbacks.BackupAndRestore(str(backup_root / ckpt.backup_dir(i).name), delete_checkpoint=False)
         plan = FitPlan(optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                        label_smoothing=cfg.label_smoothing, warmup_fraction=cfg.warmup_fraction,
                        augment=cfg.augment, seed=cfg.seed, teacher=teacher)
-        fit(model, ds.x_train, ds.y_train, ds.num_classes, plan, epochs, [state, backup, *extra_callbacks],
-            validation=(ds.x_val, ds.y_val), class_weight=class_weight)
+        fit(model, ds.train, ds.num_classes, plan, epochs, [state, backup, *extra_callbacks],
+            validation=ds.val, class_weight=class_weight)
         if state.stopped:  # as EarlyStopping(restore_best_weights=True)
-            model.load_weights(str(ckpt.best_path))
+            load_weights(model, ckpt.best_path)
         ckpt.finish_phase(model, i)
 
 
-def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool,
-         extra_callbacks: Sequence[keras.callbacks.Callback]) -> TrainResult:
-    """Train (or continue) ``cfg`` from ``ckpt``'s state, then evaluate and write the model directory."""
+def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks: Sequence[keras.callbacks.Callback],
+         worker: Worker, backup_root: Path | None = None) -> TrainResult:
+    """Train (or continue) ``cfg`` from ``ckpt``'s state, then evaluate and write the model directory.
+
+    ``backup_root``: where BackupAndRestore keeps its backups (default ``ckpt.path``; a non-chief
+    worker reads the chief's)."""
     out_dir = ckpt.model_dir
     try:
         spec = get_spec(cfg.model.name)
         set_seed(cfg.seed)
-        ds = load_dataset(cfg.data, channels=3, progress=progress)
+        ds = open_dataset(cfg.data, channels=3, progress=progress, cache_dir=worker.cache_dir(cfg.data.cache))
         log.info("%s", ds.summary())
         teacher = load_teacher(cfg.distill, ds.input_shape, ds.class_names) if cfg.distill else None
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
-        model = build_model(cfg.model, ds.input_shape, ds.num_classes)
+        with worker.strategy.scope():
+            model = build_model(cfg.model, ds.input_shape, ds.num_classes)
     except BaseException:
         ckpt.abandon()
         raise
-    class_weight = (balanced_class_weights(ds.y_train, ds.num_classes)
+    class_weight = (balanced_class_weights(ds.train.labels, ds.num_classes)
                     if cfg.class_weight is ClassWeight.BALANCED else None)
     interrupted = False
     try:
-        _train_phases(cfg, spec, model, ds, ckpt, teacher, class_weight, extra_callbacks)
+        _train_phases(cfg, spec, model, ds, ckpt, teacher, class_weight, extra_callbacks, backup_root or ckpt.path)
     except KeyboardInterrupt:
         if not ckpt.has_best:
             ckpt.abandon()
@@ -237,18 +295,20 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool,
         ckpt.abandon()
         raise
     history = ckpt.state["history"]
-    if ckpt.has_best and (interrupted or len(ds.x_val)):
-        model.load_weights(str(ckpt.best_path))
+    if is_distributed(model):  # evaluate and save a plain model (all workers at once: the reads are collective)
+        model = plain_copy(model)
+    if ckpt.has_best and (interrupted or len(ds.val)):
+        load_weights(model, ckpt.best_path)
 
     work = make_temp_dir(out_dir, "new")  # .<name>.new-XXXX beside out_dir, mode 0o777 & ~umask (not mkdtemp's 0700)
     try:
         if cfg.mixed_precision:
             model = _float32_copy(model, cfg, ds.input_shape, ds.num_classes, work)
-        metrics = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
+        metrics = evaluate_source(model, ds.test, ds.class_names)
         best = ckpt.state["best_acc"]
         metrics.update({
             "model": cfg.model.name, "dataset": ds.name, "test_split": ds.test_split_name,
-            "n_train": len(ds.x_train), "n_val": len(ds.x_val),
+            "n_train": len(ds.train), "n_val": len(ds.val),
             "best_val_top1_acc": round(float(best), 4) if best is not None else None,
             "train_seconds": round(float(ckpt.state["train_seconds"]), 1), "epochs_run": len(history),
             "interrupted": interrupted, "resumed": int(ckpt.state["sessions"]) - 1,
@@ -275,5 +335,6 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool,
                     len(history), ckpt.path, out_dir)
     else:
         ckpt.remove()
-    log.info("test top-1 %.4f (%d images) -> %s", metrics["top1_acc"], metrics["n_test"], out_dir)
+    log.info("test top-1 %.4f (%d images) -> %s", metrics["top1_acc"], metrics["n_test"],
+             out_dir if worker.is_chief else f"{worker.task} done (its files deleted; the chief writes the model)")
     return TrainResult(out_dir, metrics, interrupted, ckpt.path if interrupted else None)
