@@ -19,7 +19,10 @@ NOTEBOOKS = (
     ("ResNet50 transfer notebook", "88.82 %", "ImageNet ResNet50 transfer learning (claimed by the notebook)"),
 )
 # results directories of edgeclf runs, in table order
-RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn", "cifar10-mobilenet_v2")
+RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-mobilenet_v2")
+# runs trained before their architecture was renamed: results dir -> today's --model name
+# (round 1 and round 2's first `cnn` was the ResNet-9 layout, now `cnn-resnet9`)
+RENAMED = {"cifar10-cnn-w16": "cnn-resnet9", "cifar10-cnn-resnet9": "cnn-resnet9"}
 
 
 def _cpu(run_dir: Path) -> str:
@@ -45,6 +48,9 @@ def _command(cfg: dict) -> str:
         if model[opt] != getattr(defaults, opt):
             value = ("../shared/weights/" + Path(model[opt]).name) if opt == "weights" else model[opt]
             parts.append(f"--{opt.replace('_', '-')} {value}")
+    for key, value in sorted(MODELS[model["name"]].recipe.items()):  # the training recipe where it differs
+        if key in cfg and cfg[key] != value:
+            parts.append(f"--{key.replace('_', '-')} {cfg[key]}")
     return " ".join(parts)
 
 
@@ -61,6 +67,8 @@ def table(root: Path) -> str:
         if not (mpath.is_file() and cpath.is_file()):
             continue
         m, cfg = json.loads(mpath.read_text()), json.loads(cpath.read_text())
+        if run in RENAMED:
+            m["model"] = cfg["model"]["name"] = RENAMED[run]
         secs, epochs = float(m["train_seconds"]), int(m["epochs_run"])
         ips = m["n_train"] * epochs / secs if secs else 0.0
         rows.append(f"| edgeclf `{m['model']}` ({run}) | **{m['top1_acc']:.2%}** | {epochs} | {secs:,.0f} s "
