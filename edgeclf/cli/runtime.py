@@ -184,4 +184,4 @@ def webcam_cmd(model, artifact, no_verify, labels_file, input_size, mean, std, t
 
         write_json(json_stats, stats.to_dict())  # atomic; an OSError names ``json_stats``
     if not stats.ok:
-        raise click.ClickException(f"run ended early: {stats.end_reason}")
+        raise click.ClickException(f"{source}: run ended early: {stats.end_reason}")
