@@ -2,7 +2,8 @@
 
 The contract every case asserts: a non-zero exit code, no traceback, exactly one ``Error:`` line
 that names the user's input (never an internal temporary name), and no partial or temporary file
-left in the model directory, the output directory or ``$TMPDIR`` (a fresh directory per test).
+left in the model directory, the output directory or ``$TMPDIR`` (a fresh directory per test:
+the ``tmpdir_env`` fixture of tests/conftest.py).
 Commands run in-process through click's CliRunner (fast: TensorFlow is imported once per session);
 the signal tests run a real subprocess (see test_bad_input_signals.py).
 """
@@ -12,25 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from edgeclf.cli import cli
 
 TEMP_MARKS = (".tmp", ".partial-", ".new-", ".old-", "edgeclf-", "__autograph_generated")
-
-
-@pytest.fixture()
-def tmpdir_env(tmp_path, monkeypatch) -> Path:
-    """A fresh, empty ``$TMPDIR`` for the test (also for Python's tempfile in this process)."""
-    d = tmp_path / "TMPDIR"
-    d.mkdir()
-    monkeypatch.setenv("TMPDIR", str(d))
-    monkeypatch.setattr(tempfile, "tempdir", str(d))
-    return d
 
 
 def run(args) -> tuple[int, str, BaseException | None]:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _bad_input import empty, no_temp_files, one_error, snapshot, tmpdir_env, with_hashes  # noqa: F401
+from _bad_input import empty, no_temp_files, one_error, snapshot, with_hashes
 from _runtime_fixtures import build_models
 from conftest import write_image_folders
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _bad_input import empty, no_temp_files, one_error, run, snapshot, tmpdir_env, with_hashes  # noqa: F401
+from _bad_input import empty, no_temp_files, one_error, run, snapshot, with_hashes
 from _runtime_fixtures import build_models, write_labelled_folder, write_video
 
 
