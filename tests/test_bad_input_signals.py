@@ -86,7 +86,10 @@ def models(tmp_path_factory):
 def test_sigterm_during_bench_ends_the_worker_and_removes_its_scratch_dir(models, tmp_path, tmpdir_env):
     model = Path(shutil.copytree(models.model_dir, tmp_path / "model"))
     data = write_labelled_folder(tmp_path / "data" / "test", models.images, models.labels_true).parent
-    (data / "train").symlink_to(data / "test")
+    (data / "train").symlink_to(data / "test")  # the layout DIR/{train,test}/<class>/ (bench reads test/)
+    m = json.loads((model / "manifest.json").read_text())
+    m["labels"] = sorted(m["labels"])  # folder classes come sorted; what they mean does not matter here
+    (model / "manifest.json").write_text(json.dumps(m))
     out = tmp_path / "results"
     proc = _start(["bench", model, "--out", out, "--data", data, "--no-keras", "--no-baseline",
                    "--min-seconds", "60", "--min-iters", "1000000"], tmpdir_env)
@@ -165,9 +168,14 @@ def test_sigterm_during_webcam_ends_like_ctrl_c(models, tmp_path, tmpdir_env):
 
     video = write_video(tmp_path / "clip.mp4", n_frames=600, size=(320, 240))
     out = tmp_path / "out"
-    proc = _start(["webcam", models.model_dir, "--source", video, "--headless", "--save", out / "a.mp4",
-                   "--print-predictions"], tmpdir_env)
-    _wait_for(lambda: _handles_sigterm(proc.pid) and (out.exists() and any(out.iterdir())), proc)
+    proc = _start(["webcam", models.model_dir, "--source", video, "--headless", "--save", out / "a.mp4"], tmpdir_env)
+    def writing() -> bool:  # frames are flowing: the temporary video file has bytes
+        try:
+            return _handles_sigterm(proc.pid) and any(p.stat().st_size > 0 for p in out.iterdir())
+        except OSError:
+            return False
+
+    _wait_for(writing, proc)
     text = _terminate(proc)
     assert "interrupted (terminated by SIGTERM)" in text, text
     no_temp_files(out)  # the annotated video is either complete or absent, never a temporary file
