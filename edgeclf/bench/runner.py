@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf._io import gzip_size, write_json
+from edgeclf.bench._worker_base import PARENT_ENV
 from edgeclf.bench.config import BenchConfig, BenchResult, BenchRow, Status
 from edgeclf.bench.machine import load_average, machine_facts
-from edgeclf.bench.worker import PARENT_ENV
 from edgeclf.errors import DataError, one_line
 from edgeclf.runtime.loader import ENGINES, verify_artifact
 from edgeclf.runtime.manifest import ArtifactEntry, ArtifactStatus, Format, Manifest, Precision, read_manifest

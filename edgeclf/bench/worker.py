@@ -30,12 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.bench._worker_base import ACCURACY_CHUNK, Phase, batch_of
+from edgeclf.bench._worker_base import ACCURACY_CHUNK, PARENT_ENV, Phase, batch_of
 from edgeclf.bench.config import TimingConfig
 from edgeclf.bench.timing import latency_stats, peak_rss_mb, throughput_stats
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-PARENT_ENV = "EDGECLF_BENCH_PID"  # the bench's pid, set by the runner
 
 
 def _open_runtime(spec: dict):
