@@ -8,6 +8,7 @@ so it learns a real, non-constant decision in a few seconds.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -79,3 +80,13 @@ def tiny_model_dir(tiny_data_dir, tmp_path_factory) -> Path:
                       name="tiny", out=str(out), seed=0)
     result = train(cfg, progress=False)
     return result.model_dir
+
+
+@pytest.fixture()
+def tmpdir_env(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty ``$TMPDIR`` for the test (also for Python's tempfile in this process)."""
+    d = tmp_path / "TMPDIR"
+    d.mkdir()
+    monkeypatch.setenv("TMPDIR", str(d))
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    return d

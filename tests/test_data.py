@@ -219,7 +219,9 @@ def test_native_size_of_folders_and_builtins(tmp_path):
     # the most common size among the training images (the test split is not looked at)
     for i, (h, w) in enumerate([(40, 60), (40, 60), (50, 50)]):
         _write(tmp_path / "d" / "train" / "blobs" / f"{i}.png", cv2.resize(synthetic_image("blobs", rng), (w, h)))
-    _write(tmp_path / "d" / "test" / "blobs" / "0.png", synthetic_image("blobs", rng, 90))
+    _write(tmp_path / "d" / "train" / "hstripes" / "0.png", cv2.resize(synthetic_image("hstripes", rng), (60, 40)))
+    for cls in ("blobs", "hstripes"):
+        _write(tmp_path / "d" / "test" / cls / "0.png", synthetic_image(cls, rng, 90))
     assert native_size(DataConfig(source=str(tmp_path / "d"))) == (40, 60)
     assert load_dataset(DataConfig(source=str(tmp_path / "d"), val_split=0.0), progress=False).input_shape == (40, 60, 3)
     with pytest.raises(DataError, match="not a directory"):

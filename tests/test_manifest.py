@@ -134,15 +134,20 @@ def test_default_artifact_choice(tmp_path):
     m = Manifest(name="m", input=InputSpec(32, 32), labels=["a"], artifacts=entries)
     for e in entries:
         (tmp_path / e.file).write_bytes(b"x")
+    assert choose_artifact(m, tmp_path, None).name == "model_int8.tflite"
     order = []
     while any((tmp_path / e.file).exists() for e in entries):
-        chosen = choose_artifact(m, tmp_path, None)
+        chosen = choose_artifact(m, tmp_path, "any")  # the best file present
         order.append(chosen.name)
         chosen.unlink()
+        if order == ["model_int8.tflite"]:  # the default is gone: an error, never a silent switch
+            with pytest.raises(ModelLoadError, match="default artifact is listed in manifest.json but the file "
+                                                     "is missing; pass --artifact any .*model_dynamic.tflite"):
+                choose_artifact(m, tmp_path, None)
     assert order[:2] == ["model_int8.tflite", "model_dynamic.tflite"]  # int8, then the last-listed .tflite
     assert order[4:] == ["model_int8.onnx", "model_fp32.onnx"]
     with pytest.raises(ModelLoadError, match="lists no existing"):
-        choose_artifact(m, tmp_path, None)
+        choose_artifact(m, tmp_path, "any")
 
 
 def test_default_artifact_set_is_one_constant():

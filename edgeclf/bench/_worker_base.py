@@ -14,6 +14,8 @@ import numpy as np
 from edgeclf._io import write_json
 from edgeclf.errors import one_line
 
+PARENT_ENV = "EDGECLF_BENCH_PID"  # the bench's pid, set by the runner for its workers (worker.die_with_parent)
+
 ACCURACY_CHUNK = 256  # images per call in the accuracy pass
 
 

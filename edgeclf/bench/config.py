@@ -105,6 +105,8 @@ class BenchConfig:
         timing: the timing method (see :class:`TimingConfig`).
         worker_timeout_s: a worker running longer than this is killed (row "run failed").
         seed: seed of the test subset.
+        verify: check every listed artifact's sha256 against manifest.json before measuring
+            (:func:`edgeclf.runtime.loader.verify_artifact`); a mismatch refuses the whole run.
     """
 
     out_dir: Path | None = None
@@ -120,6 +122,7 @@ class BenchConfig:
     timing: TimingConfig = field(default_factory=TimingConfig)
     worker_timeout_s: float = 3600.0
     seed: int = 0
+    verify: bool = True
 
     def __post_init__(self) -> None:
         if self.threads < 1:

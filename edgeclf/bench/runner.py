@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf._io import gzip_size, write_json
+from edgeclf.bench._worker_base import PARENT_ENV
 from edgeclf.bench.config import BenchConfig, BenchResult, BenchRow, Status
 from edgeclf.bench.machine import load_average, machine_facts
 from edgeclf.errors import DataError, one_line
-from edgeclf.runtime.loader import ENGINES
+from edgeclf.runtime.loader import ENGINES, verify_artifact
 from edgeclf.runtime.manifest import ArtifactEntry, ArtifactStatus, Format, Manifest, Precision, read_manifest
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ KERAS_PREDICT, KERAS_FUNCTION = "keras model.predict", "keras tf.function"
 GPU_ORIGINAL = "keras tf.function (GPU original)"
 BASELINE_FORMAT, BASELINE_FILE = "tflite (default converter, reference)", "baseline_default.tflite"
 DETAIL_CHARS = 300  # a row's detail is cut to this many characters
+STOP_GRACE_S = 2.0  # a worker asked to stop (SIGTERM) is killed after this many seconds
 
 
 def _detail(text: str) -> str:
@@ -66,6 +68,28 @@ def file_sizes(path: Path) -> tuple[int, int]:
     return path.stat().st_size, gzip_size(path)
 
 
+def run_child(cmd: list[str], log_file, env: dict[str, str], timeout_s: float) -> tuple[int | None, bool]:
+    """Run a worker process to its end: -> (exit code or None, timed out).
+
+    On a timeout, Ctrl-C or SIGTERM (:class:`KeyboardInterrupt` in this process) the worker is
+    asked to stop (SIGTERM), given :data:`STOP_GRACE_S` to do so, then killed; the exception
+    propagates. Its scratch files live in the bench work directory, so nothing outlives the bench.
+    """
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    try:
+        return proc.wait(timeout=timeout_s), False
+    except subprocess.TimeoutExpired:
+        return None, True
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 class _Workers:
     """Starts worker processes with a shared base spec and turns their output into rows."""
 
@@ -78,7 +102,13 @@ class _Workers:
         pkg_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self.env = env
+        # the workers' own temporary files (TensorFlow's autograph modules, ...) go into the work
+        # directory, so they are removed with it even when a worker is killed
+        tmp = work / "tmp"
+        tmp.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(tmp)
+        env[PARENT_ENV] = str(os.getpid())
+        self.env, self.tmp = env, tmp
 
     def run(self, kind: str, path: Path, precision: str, accuracy: bool, out_file: Path | None = None
             ) -> tuple[dict, np.ndarray | None]:
@@ -91,13 +121,8 @@ class _Workers:
         spec_path = write_json(self.work / f"{tag}.spec.json", spec)
         log_path = self.work / f"{tag}.log"
         cmd = [sys.executable, "-m", "edgeclf.bench.worker", str(spec_path)]
-        timed_out, rc = False, None
         with open(log_path, "wb") as logf:
-            try:
-                rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env,
-                                    timeout=self.cfg.worker_timeout_s, check=False).returncode
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            rc, timed_out = run_child(cmd, logf, self.env, self.cfg.worker_timeout_s)
         result_path = Path(spec["result_out"])
         try:
             result = json.loads(result_path.read_text(encoding="utf-8"))
@@ -168,12 +193,17 @@ def run_bench(model_dir: str | Path, cfg: BenchConfig, progress: bool = True) ->
         edgeclf.data.DataError: the test data can't be loaded or its classes differ from the
             manifest's labels.
         edgeclf.errors.ConfigError: config.json is malformed, or neither it nor ``cfg.data`` names data.
+        edgeclf.errors.ModelLoadError: an artifact's sha256 differs from manifest.json (``cfg.verify``).
     """
     from edgeclf.bench.report import write_reports
     from edgeclf.bench.testdata import data_config, load_test_split
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
+    if cfg.verify:  # before minutes of measuring: a changed file is refused, naming both hashes
+        for entry in manifest.artifacts:
+            if (model_dir / entry.file).is_file():
+                verify_artifact(model_dir / entry.file, entry)
     name = manifest.name or model_dir.name
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("benchmarks") / "results" / name
     spec = manifest.input
@@ -184,14 +214,13 @@ def run_bench(model_dir: str | Path, cfg: BenchConfig, progress: bool = True) ->
     machine = machine_facts(cfg.threads)
     temp = cfg.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="edgeclf-bench-")) if temp else Path(cfg.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # also on Ctrl-C/SIGTERM: the worker is ended (run_child) and the scratch files removed
+        work.mkdir(parents=True, exist_ok=True)
         np.save(work / "x_test.npy", np.ascontiguousarray(x))
         workers = _Workers(cfg, manifest, work, work / "x_test.npy")
         rows = _measure_all(model_dir, manifest, cfg, workers, work, y)
     finally:
-        if temp:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work if temp else work / "tmp", ignore_errors=True)
     machine["load_average_end"] = load_average()
     result = BenchResult(model_dir=model_dir, rows=rows, machine=machine, out_dir=out_dir, files={},
                          n_test=len(y))

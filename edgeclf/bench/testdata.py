@@ -13,7 +13,7 @@ import numpy as np
 from edgeclf.data.config import DataConfig
 from edgeclf.data.dataset import stratified_subset
 from edgeclf.errors import ConfigError
-from edgeclf.train.config import load_config
+from edgeclf.train.config import load_config, saved_data_config
 
 
 def data_config(model_dir: Path, source: str | None, size: tuple[int, int]) -> DataConfig:
@@ -23,8 +23,8 @@ def data_config(model_dir: Path, source: str | None, size: tuple[int, int]) -> D
     Raises:
         ConfigError: config.json exists but is malformed, or neither it nor ``source`` names data.
     """
-    if (Path(model_dir) / "config.json").is_file():
-        cfg = load_config(model_dir).data  # ConfigError naming the file when malformed
+    if (Path(model_dir) / "config.json").is_file():  # ConfigError naming the file when malformed
+        cfg = saved_data_config(model_dir, load_config(model_dir), source)
     elif source is None:
         raise ConfigError(f"{model_dir}: no config.json to find the test data; pass --data")
     else:

@@ -30,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.bench._worker_base import ACCURACY_CHUNK, Phase, batch_of
+from edgeclf.bench._worker_base import ACCURACY_CHUNK, PARENT_ENV, Phase, batch_of
 from edgeclf.bench.config import TimingConfig
 from edgeclf.bench.timing import latency_stats, peak_rss_mb, throughput_stats
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _open_runtime(spec: dict):
@@ -89,11 +91,34 @@ def run_runtime(spec: dict, phase: Phase) -> None:
         np.save(spec["probs_out"], probs.astype(np.float32))
 
 
+def die_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when its parent (the bench) dies, even by
+    SIGKILL, so no worker outlives its bench. Elsewhere (or without libc's ``prctl``) a no-op.
+
+    SIGTERM keeps its default action in a worker (end at once): its files all live in the bench
+    work directory, which the bench removes (see :func:`edgeclf.bench.runner.run_child`).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import os
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+        return
+    parent = os.environ.get(PARENT_ENV)
+    if parent and os.getppid() != int(parent):  # the bench died before prctl: stop now
+        sys.exit(1)
+
+
 def main(argv: list[str]) -> int:
     """Run the measurement SPEC.json describes; exit 0 on success, 1 on a caught failure."""
     if len(argv) != 1:
         print("usage: python -m edgeclf.bench.worker SPEC.json", file=sys.stderr)
         return 2
+    die_with_parent()
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     phase = Phase(Path(spec["result_out"]))
     try:

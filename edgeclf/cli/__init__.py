@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import click
 
 from edgeclf import __version__
+from edgeclf.cli import _signals
 from edgeclf.cli.bench import bench_cmd
 from edgeclf.cli.export import export_cmd
 from edgeclf.cli.runtime import predict_cmd, webcam_cmd
@@ -63,8 +65,24 @@ cli.add_command(serve_cmd, "serve")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="edgeclf")
+    """Console-script entry point.
+
+    SIGTERM is handled like Ctrl-C (see :mod:`edgeclf.cli._signals`); a run ended by it exits with
+    status 143 (128 + 15) after its clean-up, whatever the command reported.
+    """
+    _signals.install()
+    try:
+        cli(prog_name="edgeclf")
+    except SystemExit as exc:
+        signum = _signals.received()
+        if signum is None:
+            raise
+        name = signal.Signals(signum).name
+        click.echo(f"edgeclf: stopped by {name}; temporary files removed", err=True)
+        raise SystemExit(_signals.exit_status(signum)) from exc
+    signum = _signals.received()
+    if signum is not None:  # standalone click always exits; kept for callers that disable that
+        raise SystemExit(_signals.exit_status(signum))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,11 @@ def model_options(threads_default: int | None, threads_help: str):
     """Options shared by predict and webcam: how to open the model."""
     options = [
         click.option("--artifact", metavar="FILE", help="With a model directory: the artifact file to run "
-                     "(e.g. model_fp32.onnx) instead of the default int8 .tflite."),
+                     "(e.g. model_fp32.onnx) instead of the default int8 .tflite; 'any': the best listed "
+                     "file present (by default a missing default artifact is an error)."),
+        click.option("--no-verify", "no_verify", is_flag=True,
+                     help="Skip the sha256 check of the artifact against manifest.json (costs one read of the "
+                          "file, ~1 ms per MB)."),
         click.option("--labels", "labels_file", type=click.Path(dir_okay=False, path_type=Path),
                      help="Labels file, one class name per line in index order (overrides the metadata; "
                           "needed for a model that declares no labels)."),
@@ -52,7 +56,7 @@ def model_options(threads_default: int | None, threads_help: str):
     return decorate
 
 
-def _load(model, artifact, labels_file, input_size, mean, std, threads, providers):
+def _load(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers):
     """Open the model for the shared options (ModelLoadError names the file)."""
     from edgeclf.runtime import load_classifier
 
@@ -60,7 +64,7 @@ def _load(model, artifact, labels_file, input_size, mean, std, threads, provider
         model, labels_file=labels_file, input_size=parse_size(input_size, "--input-size"),
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), threads=threads,
         providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
-        artifact=artifact,
+        artifact=artifact, verify=not no_verify,
     )
 
 
@@ -77,7 +81,7 @@ def _load(model, artifact, labels_file, input_size, mean, std, threads, provider
 @click.option("--max-rows", default=50, show_default=True, type=click.IntRange(min=0),
               help="Rows of the printed table (0 = all); --json/--csv always hold every row.")
 @user_errors
-def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, threads, providers,
+def predict_cmd(model, images, artifact, no_verify, labels_file, input_size, mean, std, threads, providers,
                 top_k, batch_size, json_out, csv_out, max_rows):
     """Classify IMAGES (files, folders searched recursively, or glob patterns) with MODEL.
 
@@ -95,7 +99,7 @@ def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, thr
 
     if json_out == "-" and csv_out == "-":
         raise click.UsageError("only one of --json and --csv can write to stdout ('-')")
-    clf = _load(model, artifact, labels_file, input_size, mean, std, threads, providers)
+    clf = _load(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers)
     files = expand_image_paths(images)
 
     from tqdm import tqdm
@@ -145,11 +149,14 @@ def predict_cmd(model, images, artifact, labels_file, input_size, mean, std, thr
               help="Seconds without a frame before the source counts as stalled.")
 @click.option("--reconnects", default=3, show_default=True, type=click.IntRange(min=0),
               help="Reconnect attempts in a row for a lost live source, with exponential back-off (0.5 s, 1 s, 2 s, ...).")
+@click.option("--max-skipped-frames", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Video files: undecodable frames skipped (and counted) before the file counts as unreadable.")
 @click.option("--json-stats", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the end-of-run stats (FPS, p50/p95 latency per stage) as JSON.")
 @user_errors
-def webcam_cmd(model, artifact, labels_file, input_size, mean, std, threads, providers,
-               source, headless, save, max_frames, print_predictions, read_timeout, reconnects, json_stats):
+def webcam_cmd(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers,
+               source, headless, save, max_frames, print_predictions, read_timeout, reconnects, max_skipped_frames,
+               json_stats):
     """Classify frames from a camera, stream or video file with MODEL, live.
 
     Shows a window with the top-1 label, its confidence and the FPS (or runs headless), optionally
@@ -159,9 +166,10 @@ def webcam_cmd(model, artifact, labels_file, input_size, mean, std, threads, pro
     """
     from edgeclf.runtime.camera import CameraConfig, run_camera
 
-    clf = _load(model, artifact, labels_file, input_size, mean, std, threads, providers)
+    clf = _load(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers)
     config = CameraConfig(source=source, headless=headless, save=save, max_frames=max_frames,
-                          read_timeout_s=read_timeout, reconnects=reconnects)
+                          read_timeout_s=read_timeout, reconnects=reconnects,
+                          max_skipped_frames=max_skipped_frames)
 
     def show(idx: int, label: str, prob: float) -> None:
         click.echo(f"frame {idx:6d}  {label}  {prob:.3f}")
@@ -176,4 +184,4 @@ def webcam_cmd(model, artifact, labels_file, input_size, mean, std, threads, pro
 
         write_json(json_stats, stats.to_dict())  # atomic; an OSError names ``json_stats``
     if not stats.ok:
-        raise click.ClickException(f"run ended early: {stats.end_reason}")
+        raise click.ClickException(f"{source}: run ended early: {stats.end_reason}")

@@ -35,13 +35,16 @@ def list_class_files(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
         (class_names sorted, file paths, int32 labels), files sorted within each class.
 
     Raises:
-        DataError: ``root`` missing, has no class folders, or a class folder has no images.
+        DataError: ``root`` missing, has no class folders or only one (a classifier needs two
+            classes; one would train to a meaningless 100 %), or a class folder has no images.
     """
     if not root.is_dir():
         raise DataError(f"{root}: directory not found")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>.jpg)")
+    if len(class_dirs) == 1:
+        raise DataError(f"{root}: only one class folder ({class_dirs[0].name}); a classifier needs at least 2 classes")
     names, files, labels = [], [], []
     for idx, d in enumerate(class_dirs):
         imgs = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

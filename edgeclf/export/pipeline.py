@@ -228,7 +228,8 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
         ModelLoadError: ``model_dir`` is not a directory. FileNotFoundError / ConfigError: no or
             a malformed config.json or model.keras.
         ManifestError: the existing manifest.json is unreadable or from a newer edgeclf.
-        edgeclf.data.DataError: the data can't be loaded.
+        edgeclf.data.DataError: the data can't be loaded (a directory config.json names is missing),
+            or its number of classes differs from the model's.
         ExportError: an int8 file came out without int8 weights.
         AccuracyGateError: an artifact dropped more than ``cfg.max_accuracy_drop_pp`` points (and
             ``allow_drop`` is False); its file and entry were not written, the others were.
@@ -240,7 +241,7 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
     from edgeclf.export.prune import FINE_TUNE_LR_FACTOR, FineTune
     from edgeclf.metrics import top1_accuracy
     from edgeclf.models.io import load_keras_model
-    from edgeclf.train.config import load_config
+    from edgeclf.train.config import check_num_classes, load_config, saved_data_config
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -250,8 +251,9 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
     with _step("load model and data"):
         train_cfg = load_config(model_dir)
         model = load_keras_model(model_dir)
-        dcfg = replace(train_cfg.data, source=cfg.data) if cfg.data else train_cfg.data
+        dcfg = saved_data_config(model_dir, train_cfg, cfg.data)
         ds = open_dataset(dcfg, channels=int(model.input_shape[-1]), progress=progress)  # in memory or streamed
+        check_num_classes(model_dir / "model.keras", int(model.output_shape[-1]), dcfg.source, ds.class_names)
         x_val, y_val = ds.test.sample(cfg.val_samples, cfg.seed)
         x_val = x_val.astype(np.float32)
         float_probs = model.predict(x_val, batch_size=256, verbose=0)

@@ -6,7 +6,11 @@
 * a live source that disconnects or stalls (no frame within ``read_timeout_s``) is reopened up to
   ``reconnects`` times in a row with exponential back-off (``backoff_s``, doubling, at most 8 s);
   the counter resets once frames flow again;
-* a video file ends cleanly at its last frame; a stalled file ends the run;
+* a video file ends cleanly at its last frame; undecodable frames in it are skipped and counted
+  (``CameraStats.skipped``) up to ``max_skipped_frames``, more end the run as a read error; a
+  stalled file ends the run;
+* a stream that opens but sends nothing, or stops sending, ends with "timed out after N s" and the
+  number of reconnect attempts tried;
 * Ctrl-C, ``max_frames``, or ``q``/Esc in the window end the run; an unexpected engine/OpenCV
   error mid-run ends it too (``ok`` False, the error in ``end_reason``).
 
@@ -60,6 +64,7 @@ class CameraConfig:
         read_timeout_s: a source that delivers no frame for this long is stalled, s.
         reconnects: reopen attempts in a row for a lost live source (0 = none).
         backoff_s: delay before the first reopen, doubled per attempt (capped at 8 s), s.
+        max_skipped_frames: a video file's undecodable frames skipped before it counts as unreadable.
 
     Raises:
         ConfigError: ``max_frames`` < 1, ``read_timeout_s`` <= 0 or ``reconnects`` < 0.
@@ -72,6 +77,7 @@ class CameraConfig:
     read_timeout_s: float = 5.0
     reconnects: int = 3
     backoff_s: float = 0.5
+    max_skipped_frames: int = 50
 
     def __post_init__(self) -> None:
         if self.max_frames is not None and self.max_frames < 1:
@@ -80,6 +86,8 @@ class CameraConfig:
             raise ConfigError(f"read timeout must be > 0 s, got {self.read_timeout_s}")
         if self.reconnects < 0:
             raise ConfigError(f"reconnects must be >= 0, got {self.reconnects}")
+        if self.max_skipped_frames < 0:
+            raise ConfigError(f"max skipped frames must be >= 0, got {self.max_skipped_frames}")
 
 
 def display_available() -> tuple[bool, str]:
@@ -130,7 +138,9 @@ class _Run:
     frames: int = 0
     reconnects_used: int = 0
     dropped: int = 0
+    skipped: int = 0
     notes: list[str] = field(default_factory=list)
+    last_open: tuple[float, str] = (0.0, "")  # (seconds, failure detail) of the last reopen attempt
 
 
 def _draw_overlay(frame: np.ndarray, label: str, prob: float, fps: float) -> None:
@@ -183,12 +193,12 @@ def run_camera(
         run.notes.append("headless")
 
     if config.save is None:
-        cap = _open(factory, src, live)
+        cap = _open(factory, src, live, config, run, note)
         return _loop(classifier, config, factory, cap, src, live, show, None, run, on_prediction, note)
     save = Path(config.save)
     try:
         with atomic_path(save) as tmp:  # first, so an unwritable --save fails before the camera opens
-            cap = _open(factory, src, live)
+            cap = _open(factory, src, live, config, run, note)
             stats = _loop(classifier, config, factory, cap, src, live, show, tmp, run, on_prediction, note)
             if stats.frames == 0:
                 raise CameraError(f"{save}: no frames to save")
@@ -209,17 +219,44 @@ def _check_video(path: Path, shown_as: Path) -> None:
         raise CameraError(f"{shown_as}: cannot write video (the file came out incomplete; disk full?)")
 
 
-def _open(factory: CaptureFactory, src: int | str, live: bool) -> object:
+def _try_open(factory: CaptureFactory, src: int | str) -> tuple[object | None, float, str]:
+    """One open attempt: -> (opened capture or None, seconds it took, failure detail or "")."""
+    t0 = time.monotonic()
     try:
         cap = factory(src)
-        opened = bool(cap.isOpened())
+        if cap.isOpened():
+            return cap, time.monotonic() - t0, ""
+        cap.release()
+        detail = ""
     except Exception as exc:  # noqa: BLE001 - any backend failure means "cannot open"
-        raise CameraError(f"cannot open source {src!r}: {type(exc).__name__}: {exc}") from None
-    if not opened:
-        if isinstance(src, int):
-            raise CameraError(f"cannot open camera {src} (not found, busy, or no permission)")
-        raise CameraError(f"cannot open {'stream' if live else 'video file'} {src} (unreachable or unsupported)")
-    return cap
+        detail = f"{type(exc).__name__}: {one_line(exc)}"
+    return None, time.monotonic() - t0, detail
+
+
+def _open(factory: CaptureFactory, src: int | str, live: bool, config: CameraConfig, run: _Run,
+          note: Callable[[str], None]) -> object:
+    """Open the source; a stream URL that fails is retried like a lost one (``config.reconnects``).
+
+    Raises:
+        CameraError: it cannot be opened. For a stream: "timed out after N s" when the last attempt
+            waited the whole read timeout for data (a server that accepts and never sends), else
+            "unreachable or unsupported"; both say how many reconnect attempts were tried.
+    """
+    cap, seconds, detail = _try_open(factory, src)
+    if cap is not None:
+        return cap
+    if isinstance(src, int):
+        raise CameraError(f"cannot open camera {src} (not found, busy, or no permission{'; ' + detail if detail else ''})")
+    if not live:
+        raise CameraError(f"cannot open video file {src} ({detail or 'unreadable or unsupported format'})")
+    cap, attempts = _reopen(factory, src, config, run, note, 0)
+    if cap is not None:
+        return cap
+    seconds, detail = run.last_open if attempts else (seconds, detail)
+    tried = f"{attempts} reconnect attempt(s) tried"
+    if seconds >= 0.9 * config.read_timeout_s:
+        raise CameraError(f"stream {src}: timed out after {config.read_timeout_s:g} s waiting for data ({tried})")
+    raise CameraError(f"cannot open stream {src} (unreachable or unsupported{'; ' + detail if detail else ''}; {tried})")
 
 
 def _reopen(factory: CaptureFactory, src: int | str, config: CameraConfig, run: _Run,
@@ -231,13 +268,10 @@ def _reopen(factory: CaptureFactory, src: int | str, config: CameraConfig, run: 
         run.reconnects_used += 1
         note(f"source lost; reconnect attempt {attempts_in_row}/{config.reconnects} in {delay:.1f} s")
         time.sleep(delay)
-        try:
-            cap = factory(src)
-            if cap.isOpened():
-                return cap, attempts_in_row
-            cap.release()
-        except Exception:  # noqa: BLE001, S110 - a failed reopen is just another attempt
-            pass
+        cap, seconds, detail = _try_open(factory, src)
+        run.last_open = (seconds, detail)
+        if cap is not None:
+            return cap, attempts_in_row
     return None, attempts_in_row
 
 
@@ -250,7 +284,7 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
     draw = show or save_tmp is not None
     if not draw:
         st.skip("overlay_write", "headless, no --save")
-    reader = FrameReader(cap, live, prep)
+    reader = FrameReader(cap, live, prep, max_skipped=config.max_skipped_frames)
     readers = [reader]
     attempts_in_row = 0
     end_reason, ok = "", True
@@ -266,8 +300,8 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
             t1 = time.perf_counter()
             if status != Status.FRAME:
                 reason = {Status.END: "end of stream" if live else "end of file",
-                          Status.TIMEOUT: f"no frame for {config.read_timeout_s:g} s (stalled)",
-                          Status.ERROR: f"capture error ({reader.error})"}[status]
+                          Status.TIMEOUT: f"timed out after {config.read_timeout_s:g} s without a frame (stalled)",
+                          Status.ERROR: f"{'capture' if live else 'read'} error ({reader.error})"}[status]
                 reader.stop(0.2)
                 if not live:
                     end_reason, ok = reason, status == Status.END
@@ -277,7 +311,7 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
                 if cap is None:
                     end_reason, ok = f"{reason}; gave up after {attempts_in_row} reconnect attempt(s)", False
                     break
-                reader = FrameReader(cap, live, prep)
+                reader = FrameReader(cap, live, prep, max_skipped=config.max_skipped_frames)
                 reader.preprocess_here = prep_on_reader
                 readers.append(reader)
                 continue
@@ -324,8 +358,8 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
             if config.max_frames is not None and run.frames >= config.max_frames:
                 end_reason = f"--max-frames {config.max_frames} reached"
                 break
-    except KeyboardInterrupt:
-        end_reason = "interrupted (Ctrl-C)"
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through edgeclf.cli's handler
+        end_reason = f"interrupted ({exc})" if str(exc) else "interrupted (Ctrl-C)"
     except CameraError:
         raise
     except Exception as exc:  # noqa: BLE001 - an engine/OpenCV failure mid-run: end with stats, not a traceback
@@ -334,13 +368,16 @@ def _loop(classifier, config, factory, cap, src, live, show, save_tmp, run, on_p
     finally:
         reader.stop(0.2)
         run.dropped = sum(r.frames_dropped for r in readers)
+        run.skipped = sum(r.frames_skipped for r in readers)
+        if run.skipped and end_reason == "end of file":
+            end_reason += f" ({run.skipped} undecodable frame(s) skipped)"
         if writer is not None:
             writer.release()
         if window is not None:
             cv2.destroyAllWindows()
     seconds = time.perf_counter() - t_start
     return CameraStats(frames=run.frames, seconds=seconds, stages=st.summary(), end_reason=end_reason, ok=ok,
-                       reconnects=run.reconnects_used, dropped=run.dropped, notes=run.notes,
+                       reconnects=run.reconnects_used, dropped=run.dropped, skipped=run.skipped, notes=run.notes,
                        engine=classifier.engine, precision=classifier.precision)
 
 

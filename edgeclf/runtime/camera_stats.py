@@ -66,6 +66,7 @@ class CameraStats:
         ok: False if the source was lost for good, a file stalled, or the run failed mid-way.
         reconnects: reopen attempts made.
         dropped: live frames replaced by a newer one before they could be processed.
+        skipped: video-file frames that could not be decoded and were skipped.
     """
 
     frames: int
@@ -75,6 +76,7 @@ class CameraStats:
     ok: bool = True
     reconnects: int = 0
     dropped: int = 0
+    skipped: int = 0
     notes: list[str] = field(default_factory=list)
     engine: str = ""
     precision: str = ""
@@ -87,7 +89,7 @@ class CameraStats:
     def to_dict(self) -> dict:
         return {"frames": self.frames, "seconds": round(self.seconds, 4), "wall_fps": round(self.wall_fps, 2),
                 "stages": self.stages, "end_reason": self.end_reason, "ok": self.ok,
-                "reconnects": self.reconnects, "dropped": self.dropped, "notes": list(self.notes),
+                "reconnects": self.reconnects, "dropped": self.dropped, "skipped": self.skipped, "notes": list(self.notes),
                 "engine": self.engine, "precision": self.precision}
 
     def format(self) -> str:
@@ -100,6 +102,8 @@ class CameraStats:
         if self.reconnects or self.dropped:
             lines.append(f"reconnect attempts: {self.reconnects}   live frames dropped (newer frame arrived): "
                          f"{self.dropped}")
+        if self.skipped:
+            lines.append(f"undecodable frames skipped: {self.skipped}")
         lines.append(f"{'stage':<15}{'p50 ms':>9}{'p95 ms':>9}  what")
         for name, what in STAGES.items():
             s = self.stages.get(name, {})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 from edgeclf._stderr import filtered_native_stderr, info_hidden
 from edgeclf.errors import one_line
 from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo
-from edgeclf.runtime.manifest import METADATA_KEY
+from edgeclf.runtime.manifest import METADATA_KEY, ManifestError, parse_embedded
 from edgeclf.runtime.tflite_metadata import read_metadata
 from edgeclf.runtime.tflite_model_metadata import StandardMetadata, read_standard_metadata
 
@@ -50,12 +49,9 @@ def read_tflite_metadata(path: Path, data: bytes) -> dict | None:
     if raw is None:
         return None
     try:
-        meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path}: embedded '{METADATA_KEY}' metadata is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ModelLoadError(f"{path}: embedded '{METADATA_KEY}' metadata is not a JSON object")
-    return meta
+        return parse_embedded(raw, str(path))
+    except ManifestError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def read_tflite_standard_metadata(path: Path, data: bytes) -> StandardMetadata | None:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,62 @@ def check_schema_version(version: Any, source: str) -> int:
     return version
 
 
+_MAX_SIDE = 1 << 16  # largest input height/width accepted from a manifest or embedded metadata, px
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _whole(value: Any) -> int:
+    """``value`` as an int if it is an integral number (not a bool or a string); else TypeError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise TypeError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def parse_labels(value: Any, source: str) -> list[str]:
+    """A manifest's or embedded metadata's ``labels``: a non-empty JSON list of non-empty strings.
+
+    Raises:
+        ManifestError: naming ``source``, for anything else (a string, numbers, blanks, an empty list).
+    """
+    if not isinstance(value, list) or not value or not all(isinstance(x, str) and x.strip() for x in value):
+        raise ManifestError(f"{source}: labels must be a non-empty list of class names")
+    return list(value)
+
+
+def parse_embedded(raw: str | bytes, source: str) -> dict[str, Any]:
+    """The ``"edgeclf"`` JSON embedded in an artifact (ONNX ``metadata_props``, TFLite metadata) -> dict.
+
+    Raises:
+        ManifestError: naming ``source``: not UTF-8, not JSON, or not a JSON object.
+    """
+    try:
+        meta = json.loads(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"{source}: embedded '{METADATA_KEY}' metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ManifestError(f"{source}: embedded '{METADATA_KEY}' metadata is not a JSON object")
+    return meta
+
+
+def embedded_essentials(meta: dict[str, Any], source: str) -> tuple[InputSpec, list[str], str | None]:
+    """(input spec, labels, precision value or None) from parsed embedded metadata (:func:`parse_embedded`).
+
+    Raises:
+        ManifestError: naming ``source``: a newer schema_version, missing or malformed fields.
+    """
+    check_schema_version(meta.get("schema_version"), f"{source}: embedded '{METADATA_KEY}' metadata")
+    if not isinstance(meta.get("input"), dict):
+        raise ManifestError(f"{source}: embedded '{METADATA_KEY}' metadata has no input spec")
+    try:
+        spec = InputSpec.from_dict(meta["input"])
+    except ManifestError as exc:
+        raise ManifestError(f"{source}: embedded '{METADATA_KEY}' metadata: {exc}") from None
+    precision = meta.get("precision")
+    if precision is not None and (not isinstance(precision, str) or precision not in {p.value for p in Precision}):
+        raise ManifestError(f"{source}: embedded '{METADATA_KEY}' metadata has an unknown precision {precision!r}")
+    return spec, parse_labels(meta.get("labels"), f"{source}: embedded '{METADATA_KEY}' metadata"), precision
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What one model input is: float32 (1, height, width, channels), layout NHWC.
@@ -123,20 +181,36 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
-        """Raises ManifestError if ``d`` lacks height/width or has malformed values."""
+        """Raises ManifestError if ``d`` lacks height/width or has malformed values: sizes not
+        positive integers, channels not 1 or 3, mean/std not finite with 1 or ``channels`` values,
+        a zero std."""
         try:
-            return cls(
-                height=int(d["height"]),
-                width=int(d["width"]),
-                channels=int(d.get("channels", 3)),
+            spec = cls(
+                height=_whole(d["height"]),
+                width=_whole(d["width"]),
+                channels=_whole(d.get("channels", 3)),
                 layout=str(d.get("layout", "NHWC")),
                 color_order=str(d.get("color_order", "RGB")),
                 value_range=tuple(float(v) for v in d.get("value_range", (0.0, 255.0))),
                 mean=tuple(float(v) for v in d.get("mean", (0.0,))),
                 std=tuple(float(v) for v in d.get("std", (1.0,))),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ManifestError(f"input spec is malformed: {exc!r}") from None
+        problems = [f"{k} {v} is not in 1..{_MAX_SIDE}" for k, v in (("height", spec.height), ("width", spec.width))
+                    if not 1 <= v <= _MAX_SIDE]
+        if spec.channels not in (1, 3):
+            problems.append(f"channels {spec.channels} is not 1 or 3")
+        for key in ("mean", "std", "value_range"):
+            values = getattr(spec, key)
+            if not all(math.isfinite(v) for v in values) or len(values) not in ((2,) if key == "value_range"
+                                                                                 else (1, spec.channels)):
+                problems.append(f"{key} {list(values)} is malformed")
+        if 0.0 in spec.std:
+            problems.append("std has a zero")
+        if problems:
+            raise ManifestError(f"input spec is malformed: {'; '.join(problems)}")
+        return spec
 
 
 @dataclass(frozen=True)
@@ -275,11 +349,16 @@ class ArtifactEntry:
         a missing ``format`` comes from the file suffix, unknown keys are ignored).
 
         Raises:
-            ManifestError: naming ``source``: no ``file``, an unknown format/precision/status, or a
-                malformed record.
+            ManifestError: naming ``source``: no ``file`` or one that is not a plain file name
+                (``../x``, ``a/b``), a sha256 that is not 64 hex digits, an unknown
+                format/precision/status, or a malformed record.
         """
         try:
-            file = str(d["file"])
+            file = d["file"]
+            if not isinstance(file, str) or not file or file != Path(file).name or file in (".", ".."):
+                raise ValueError(f"file {file!r} is not a plain file name inside the model directory")
+            if d.get("sha256") is not None and not (isinstance(d["sha256"], str) and _SHA256.fullmatch(d["sha256"])):
+                raise ValueError(f"sha256 {d['sha256']!r} is not 64 hex digits")
             known = {f.name for f in fields(cls)}
             kw: dict[str, Any] = {k: v for k, v in d.items() if k in known}
             kw["file"] = file
@@ -358,12 +437,21 @@ class Manifest:
         if not isinstance(d, dict):
             raise ManifestError(f"{source}: not a JSON object")
         version = check_schema_version(d.get("schema_version"), source)
+        if not isinstance(d.get("input"), dict):
+            raise ManifestError(f"{source}: no input spec (an 'input' object)")
+        if not isinstance(d.get("artifacts", []), list):
+            raise ManifestError(f"{source}: 'artifacts' is not a list")
+        try:
+            spec = InputSpec.from_dict(d["input"])
+        except ManifestError as exc:
+            raise ManifestError(f"{source}: {exc}") from None
+        labels = parse_labels(d.get("labels"), source)
         try:
             acc = d.get("float_top1_acc")
             return cls(
                 name=str(d.get("name", "")),
-                input=InputSpec.from_dict(d["input"]),
-                labels=[str(x) for x in d["labels"]],
+                input=spec,
+                labels=labels,
                 model=str(d.get("model", "")),
                 dataset=str(d.get("dataset", "")),
                 float_top1_acc=None if acc is None else float(acc),
@@ -387,7 +475,7 @@ def read_manifest(model_dir: str | Path) -> Manifest:
         raise ManifestError(f"{path}: no manifest.json (run 'edgeclf export' on the model directory first)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from None
     return Manifest.from_dict(data, source=str(path))
 

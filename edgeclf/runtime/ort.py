@@ -11,8 +11,8 @@ products, slower; 7-bit ``reduce_range`` weights are left alone). ``EDGECLF_ORT_
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import numpy as np
 from edgeclf.errors import one_line
 from edgeclf.runtime.base import Classifier, ModelLoadError, TensorInfo
 from edgeclf.runtime.cpu import CpuFeatures, cpu_features
-from edgeclf.runtime.manifest import METADATA_KEY
+from edgeclf.runtime.manifest import METADATA_KEY, ManifestError, parse_embedded
 
 log = logging.getLogger(__name__)
 X64_PRECISION_KEY = "session.x64quantprecision"   # kOrtSessionOptionsAvx2PrecisionMode
@@ -100,7 +100,14 @@ def _tensor_info(path: Path, arg, quant: dict | None) -> TensorInfo:
     shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in arg.shape)
     if dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
         if quant is not None:
-            return TensorInfo(arg.name, shape, dtype, float(quant["scale"]), int(quant["zero_point"]))
+            try:
+                scale, zero_point = float(quant["scale"]), int(quant["zero_point"])
+            except (KeyError, TypeError, ValueError, OverflowError):
+                raise ModelLoadError(f"{path}: embedded '{METADATA_KEY}' metadata has malformed quantization "
+                                     f"parameters for '{arg.name}' (need scale and zero_point)") from None
+            if not (math.isfinite(scale) and scale > 0):
+                raise ModelLoadError(f"{path}: embedded '{METADATA_KEY}' metadata has scale {scale} for '{arg.name}'")
+            return TensorInfo(arg.name, shape, dtype, scale, zero_point)
         if dtype == np.dtype(np.uint8):
             # ONNX carries no scale on graph inputs; a uint8 image input means raw pixels 0..255.
             return TensorInfo(arg.name, shape, dtype, 1.0, 0)
@@ -172,12 +179,9 @@ class OrtClassifier(Classifier):
         if raw is None:
             return None
         try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(f"{self._path}: embedded '{METADATA_KEY}' metadata is not valid JSON ({exc})") from None
-        if not isinstance(meta, dict):
-            raise ModelLoadError(f"{self._path}: embedded '{METADATA_KEY}' metadata is not a JSON object")
-        return meta
+            return parse_embedded(raw, str(self._path))
+        except ManifestError as exc:
+            raise ModelLoadError(str(exc)) from None
 
     @property
     def providers(self) -> list[str]:

@@ -15,7 +15,11 @@ and ``flatbuffers``.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
+
+from edgeclf.errors import ManifestError
 
 TFLITE_FILE_IDENTIFIER = b"TFL3"
 _BUFFER_ALIGNMENT = 16
@@ -32,7 +36,7 @@ def _schema():
 def _root(schema, tflite_bytes: bytes):
     buf = bytearray(tflite_bytes) if not isinstance(tflite_bytes, (bytes, bytearray)) else tflite_bytes
     if len(buf) < 8 or bytes(buf[4:8]) != TFLITE_FILE_IDENTIFIER:
-        raise ValueError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
+        raise ManifestError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
     return buf, schema.Model.GetRootAs(buf, 0)
 
 
@@ -44,7 +48,8 @@ def read_metadata(tflite_bytes: bytes, name: str) -> bytes | None:
         name: metadata entry name, e.g. ``"edgeclf"``.
 
     Raises:
-        ValueError: not a TFLite flatbuffer, or the entry points outside the model's buffers.
+        ManifestError (a ValueError): not a TFLite flatbuffer, or a corrupt metadata table (e.g. an
+            entry pointing outside the model's buffers).
     """
     schema = _schema()
     buf, model = _root(schema, tflite_bytes)
@@ -56,13 +61,15 @@ def read_metadata(tflite_bytes: bytes, name: str) -> bytes | None:
                 continue
             idx = entry.Buffer()
             if idx >= model.BuffersLength():
-                raise ValueError(f"metadata '{name}' points at buffer {idx}, model has {model.BuffersLength()}")
+                raise ManifestError(f"metadata '{name}' points at buffer {idx}, model has {model.BuffersLength()}")
             b = model.Buffers(idx)
             if b.Offset() > 1:  # large models keep buffers after the flatbuffer
                 return bytes(buf[b.Offset(): b.Offset() + b.Size()])
             return b"" if b.DataIsNone() else b.DataAsNumpy().tobytes()
-    except (IndexError, UnicodeDecodeError, TypeError) as exc:  # corrupt tables
-        raise ValueError(f"corrupt TFLite metadata table ({exc})") from None
+    except ManifestError:
+        raise
+    except (IndexError, UnicodeDecodeError, TypeError, ValueError, struct.error, OverflowError) as exc:  # corrupt tables
+        raise ManifestError(f"corrupt TFLite metadata table ({exc})") from None
     return None
 
 

@@ -25,6 +25,7 @@ import io
 import zipfile
 from dataclasses import dataclass
 
+from edgeclf.errors import ManifestError
 from edgeclf.runtime.tflite_metadata import read_metadata
 
 #: Name of the model metadata entry holding the standard metadata FlatBuffer.
@@ -73,15 +74,15 @@ def parse_labels(text: str) -> list[str]:
     """Labels file text -> class names, one per line (whitespace stripped, trailing blank lines dropped).
 
     Raises:
-        ValueError: no labels, or a blank line between labels.
+        ManifestError (a ValueError): no labels, or a blank line between labels.
     """
     lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
-        raise ValueError("the labels file is empty")
+        raise ManifestError("the labels file is empty")
     if "" in lines:
-        raise ValueError(f"blank line {lines.index('') + 1} in the labels file")
+        raise ManifestError(f"blank line {lines.index('') + 1} in the labels file")
     return lines
 
 
@@ -89,7 +90,7 @@ def associated_files(tflite_bytes: bytes) -> dict[str, bytes]:
     """The files packed in the ZIP archive appended to a ``.tflite`` model ({} if there is none).
 
     Raises:
-        ValueError: an archive is there but cannot be read.
+        ManifestError (a ValueError): an archive is there but cannot be read.
     """
     buf = io.BytesIO(tflite_bytes)
     if not zipfile.is_zipfile(buf):
@@ -98,7 +99,7 @@ def associated_files(tflite_bytes: bytes) -> dict[str, bytes]:
         with zipfile.ZipFile(buf) as zf:
             return {name: zf.read(name) for name in zf.namelist()}
     except (zipfile.BadZipFile, OSError, ValueError) as exc:  # zipfile raises all three for corrupt archives
-        raise ValueError(f"the associated files archive is corrupt ({exc})") from None
+        raise ManifestError(f"the associated files archive is corrupt ({exc})") from None
 
 
 def _text(value) -> str | None:
@@ -124,7 +125,7 @@ def _normalization(fb, tensor) -> tuple[tuple[float, ...] | None, tuple[float, .
         if unit.optionsType == fb.ProcessUnitOptions.NormalizationOptions and unit.options is not None:
             mean, std = unit.options.mean, unit.options.std
             if mean is None or std is None or len(mean) == 0 or len(std) == 0:
-                raise ValueError("NormalizationOptions without mean or std")
+                raise ManifestError("NormalizationOptions without mean or std")
             return tuple(float(v) for v in mean), tuple(float(v) for v in std)
     return None, None
 
@@ -147,19 +148,19 @@ def read_standard_metadata(tflite_bytes: bytes) -> StandardMetadata | None:
         tflite_bytes: the whole file, including any appended associated-files archive.
 
     Raises:
-        ValueError: the entry is not a metadata FlatBuffer ("M001"), a table is corrupt, the
+        ManifestError (a ValueError): the entry is not a metadata FlatBuffer ("M001"), a table is corrupt, the
             labels file it names is missing from the archive, or the labels are malformed.
     """
     raw = read_metadata(tflite_bytes, STANDARD_METADATA_NAME)
     if raw is None:
         return None
     if len(raw) < 8 or raw[4:8] != METADATA_FILE_IDENTIFIER:
-        raise ValueError(f"'{STANDARD_METADATA_NAME}' is not a metadata FlatBuffer (identifier 'M001' missing)")
+        raise ManifestError(f"'{STANDARD_METADATA_NAME}' is not a metadata FlatBuffer (identifier 'M001' missing)")
     fb = schema()
     try:
         meta = fb.ModelMetadataT.InitFromObj(fb.ModelMetadata.GetRootAs(raw, 0))
     except Exception as exc:  # noqa: BLE001 - flatbuffers raises struct.error, IndexError, TypeError, ...
-        raise ValueError(f"'{STANDARD_METADATA_NAME}' is corrupt ({type(exc).__name__}: {exc})") from None
+        raise ManifestError(f"'{STANDARD_METADATA_NAME}' is corrupt ({type(exc).__name__}: {exc})") from None
     color = size = mean = std = labels = labels_file = None
     subgraphs = meta.subgraphMetadata or []
     if subgraphs:
@@ -172,11 +173,11 @@ def read_standard_metadata(tflite_bytes: bytes) -> StandardMetadata | None:
     if labels_file is not None:
         files = associated_files(tflite_bytes)
         if labels_file not in files:
-            raise ValueError(f"labels file '{labels_file}' is named in the metadata but not packed in the model")
+            raise ManifestError(f"labels file '{labels_file}' is named in the metadata but not packed in the model")
         try:
             labels = parse_labels(files[labels_file].decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"labels file '{labels_file}': {exc}") from None
+            raise ManifestError(f"labels file '{labels_file}': {exc}") from None
     return StandardMetadata(
         name=_text(meta.name), description=_text(meta.description), version=_text(meta.version),
         author=_text(meta.author), license=_text(meta.license), color_space=color, image_size=size,

@@ -17,6 +17,12 @@ decode >> inference), so the work is balanced across two cores. A reader blocked
 ``read()`` (a stalled stream) cannot be interrupted; the consumer notices with a timeout and the
 thread is abandoned (it is a daemon thread).
 
+A video file damaged in the middle makes ``read()`` fail for the undecodable frames and succeed
+again after them; only a failure once every frame the container declares
+(``CAP_PROP_FRAME_COUNT``) has been read or skipped is the end of the file. The file reader skips
+and counts undecodable frames up to a bound (``max_skipped``) and reports more than that as a read
+error (``Status.ERROR``), so a damaged file is neither cut short silently nor read forever.
+
 The capture object is created by an injectable factory (``source -> object with isOpened(),
 read() -> (ok, frame), release()``; ``cv2.VideoCapture`` by default) so tests can simulate
 sources that fail mid-stream.
@@ -83,6 +89,17 @@ def open_cv_capture(source: int | str, timeout_s: float | None = None) -> Captur
     return cv2.VideoCapture(source)
 
 
+def frame_count(cap: Any) -> int:
+    """Frames the container declares (``CAP_PROP_FRAME_COUNT``), 0 if unknown (streams, fakes)."""
+    try:
+        import cv2
+
+        n = float(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    except Exception:  # noqa: BLE001 - fakes without get(), backends that do not know
+        return 0
+    return int(n) if n == n and 0 < n < 2**31 else 0
+
+
 def source_fps(cap: Any, default: float = 30.0) -> float:
     """The capture's declared frame rate (``CAP_PROP_FPS``), or ``default`` if unknown."""
     try:
@@ -122,11 +139,16 @@ class FrameReader:
         preprocess: called on the reader thread with each BGR frame while ``preprocess_here`` is
             True (settable at any time); its result is ``Item.model_input``.
         queue_size: frames buffered ahead for file sources.
+        max_skipped: file sources: undecodable frames skipped (and counted in ``frames_skipped``)
+            before the file counts as unreadable (``Status.ERROR``, reason in ``error``).
     """
 
     def __init__(self, cap: CaptureLike, live: bool, preprocess: Callable[[np.ndarray], Any] | None = None,
-                 queue_size: int = 4) -> None:
+                 queue_size: int = 4, max_skipped: int = 50) -> None:
         self._cap, self._live, self._prep = cap, live, preprocess
+        self._max_skipped = max(0, int(max_skipped))
+        self.frame_count = 0 if live else frame_count(cap)
+        self.frames_skipped = 0
         self.preprocess_here = False
         self._stop = threading.Event()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
@@ -140,14 +162,39 @@ class FrameReader:
         self._thread.start()
 
     # -- reader thread -------------------------------------------------------------------------
+    def _failed_read(self, fails: int) -> bool:
+        """File source, ``fails`` reads in a row failed so far (this one included): True = stop
+        (end of file, or ``error`` set: too many undecodable frames); False = try the next frame."""
+        n = self.frame_count
+        if n and self.frames_read + self.frames_skipped + fails - 1 >= n:
+            self.frames_skipped += fails - 1  # declared frames that never decoded
+            return True  # every declared frame read or skipped: end of file
+        if self.frames_skipped + fails <= self._max_skipped:
+            return False
+        if n:  # frames are left but they do not decode
+            self.frames_skipped += fails
+            self.error = (f"more than {self._max_skipped} undecodable frames (after frame {self.frames_read} "
+                          f"of {n}); the file is damaged or truncated")
+        return True  # length unknown: the failures after the last frame are its end
+
     def _run(self) -> None:
+        fails = 0
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
                 ok, frame = self._cap.read()
                 t1 = time.perf_counter()
-                if not ok or frame is None or self._stop.is_set():
+                if self._stop.is_set():
                     break
+                if not ok or frame is None:
+                    if self._live:
+                        break
+                    fails += 1
+                    if self._failed_read(fails):
+                        break
+                    continue
+                self.frames_skipped += fails
+                fails = 0
                 x = self._prep(frame) if (self.preprocess_here and self._prep is not None) else None
                 item = Item(frame, x, t1 - t0, time.perf_counter() - t1 if x is not None else 0.0)
                 self.frames_read += 1

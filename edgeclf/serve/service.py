@@ -57,6 +57,7 @@ class ServeConfig:
         threads: inference-engine CPU threads per worker process.
         max_upload_bytes: largest request body accepted (413 above it).
         max_top_k: largest ``top_k`` a request may ask for (capped to the number of classes anyway).
+        verify: check the artifact's sha256 against manifest.json before opening it (``--no-verify`` off).
     """
 
     model: str
@@ -69,6 +70,7 @@ class ServeConfig:
     threads: int = 1
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_top_k: int = 100
+    verify: bool = True
 
     def __post_init__(self) -> None:
         from edgeclf.errors import ConfigError
@@ -126,7 +128,8 @@ class ModelService:
         self.config = cfg
         self._clf = load_classifier(cfg.model, labels_file=cfg.labels_file, input_size=cfg.input_size,
                                     mean=cfg.mean, std=cfg.std, threads=cfg.threads,
-                                    providers=list(cfg.providers) if cfg.providers else None, artifact=cfg.artifact)
+                                    providers=list(cfg.providers) if cfg.providers else None, artifact=cfg.artifact,
+                                    verify=cfg.verify)
         self._lock = threading.Lock()
         path = Path(self._clf.path)
         s = self._clf.input_spec

@@ -234,3 +234,45 @@ def load_config(model_dir: Path) -> TrainConfig:
         return TrainConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: malformed config ({exc})") from None
+
+
+_BUILTIN_SOURCES = ("cifar10", "fashion_mnist")  # the Keras-loaded datasets of edgeclf.data (no path)
+
+
+def saved_data_config(model_dir: Path, cfg: TrainConfig, data: str | None = None) -> DataConfig:
+    """The data a saved run names (``cfg.data`` from ``MODEL_DIR/config.json``), or ``data`` instead.
+
+    A directory that config.json names must exist: a relative path there was relative to the
+    working directory of the training run, which the error says, with where it came from.
+
+    Raises:
+        DataError: config.json names a directory that does not exist (and ``data`` is None); the
+            message names the path, config.json, and for a relative path the directory it was
+            resolved against.
+    """
+    from edgeclf.errors import DataError
+
+    if data:
+        return replace(cfg.data, source=data)
+    src = cfg.data.source
+    path = Path(src).expanduser()
+    if src in _BUILTIN_SOURCES or path.is_dir():
+        return cfg.data
+    where = f"named in {Path(model_dir) / 'config.json'}"
+    if not path.is_absolute():
+        where += f" as a relative path, resolved against the current directory {Path.cwd()}"
+    raise DataError(f"{src}: data directory not found ({where}); pass --data DIR")
+
+
+def check_num_classes(model_file: Path, model_classes: int, source: str, class_names: list[str]) -> None:
+    """Refuse data whose number of classes differs from the model's output width.
+
+    Raises:
+        DataError: naming the data ``source`` and its classes, and ``model_file`` and its class count.
+    """
+    from edgeclf.errors import DataError
+
+    if len(class_names) != model_classes:
+        shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
+        raise DataError(f"{source}: {len(class_names)} classes ({shown}) but the model {model_file} has "
+                        f"{model_classes} output classes; use data with the model's classes")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,12 +95,13 @@ def evaluate_dir(model_dir: Path, data: str | None = None) -> dict:
     """
     from edgeclf.data import open_dataset
     from edgeclf.models.io import load_keras_model
-    from edgeclf.train.config import load_config
+    from edgeclf.train.config import check_num_classes, load_config, saved_data_config
 
     cfg = load_config(model_dir)
-    dcfg = replace(cfg.data, source=data) if data else cfg.data
+    dcfg = saved_data_config(model_dir, cfg, data)
     model = load_keras_model(model_dir)
     ds = open_dataset(dcfg, channels=int(model.input_shape[-1]))
+    check_num_classes(Path(model_dir) / "model.keras", int(model.output_shape[-1]), dcfg.source, ds.class_names)
     metrics_path = Path(model_dir) / "metrics.json"
     old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     m = {**old, **evaluate_source(model, ds.test, ds.class_names)}
