@@ -311,6 +311,7 @@ def test_cli_bad_data_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "out").exists()
     empty_class = tmp_path / "d" / "cats"
     empty_class.mkdir(parents=True)
+    (tmp_path / "d" / "dogs").mkdir()  # two classes: one class folder alone is refused first
     _one_line_error(_run_cli(["train", "--data", tmp_path / "d", "--out", tmp_path / "out"]),
                     str(empty_class), "no images")
 
