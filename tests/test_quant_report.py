@@ -126,3 +126,27 @@ def test_cli_refuses_contradictory_quant_options(tiny_model_dir):
                           (["--fallback", "--fallback-max-layers", "0"], "--fallback-max-layers")):
         r = CliRunner().invoke(cli, ["export", str(tiny_model_dir), *args])
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_qdq_calibration_uses_every_batch(tiny_model_dir, tmp_path):
+    """17 calibration batches calibrate, on all of them: the input's range comes from images that only
+    the first batch holds (onnxruntime's CalibMaxIntermediateOutputs dropped earlier batches)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeclf.export.config import OnnxInt8Recipe
+    from edgeclf.export.onnx import float_onnx_for_quantization, quantize_qdq
+    from edgeclf.models.io import load_keras_model
+
+    model = load_keras_model(tiny_model_dir)
+    h, w, c = model.input_shape[1:]
+    images = np.full((17 * 32, h, w, c), 100.0, np.float32)  # 17 batches of 32
+    images[0] = 255.0  # the widest input range is in the first batch only
+    images[1] = 0.0
+    fp32 = float_onnx_for_quantization(model, tmp_path / "fp32.onnx")
+    q = onnx.load(str(quantize_qdq(fp32, tmp_path / "int8.onnx", images, OnnxInt8Recipe.U8S8)))
+    first = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == q.graph.input[0].name)
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    scale = float(inits[first.input[1]])
+    # uint8 over [0, 255]: scale 1.0; calibrated on the last batch alone (all 100) it would be ~0.39
+    assert scale == pytest.approx(1.0, rel=0.02)

@@ -114,9 +114,10 @@ _QDQ_TYPES = {
     OnnxInt8Recipe.S8S8: ("QInt8", "QInt8", False),
     OnnxInt8Recipe.U8U8: ("QUInt8", "QUInt8", False),
 }
-#: MinMax calibration keeps every intermediate output of every batch until it computes the ranges;
-#: flushing every 16 batches (512 images) bounds the memory for large calibration sets.
-CALIBRATION_FLUSH_BATCHES = 16
+# No ``CalibMaxIntermediateOutputs``: in onnxruntime 1.32 MinMax calibration *discards* the collected
+# outputs when that limit is reached (``collect_data`` calls ``clear_collected_data`` without computing
+# the ranges), so 16 batches of 32 images (the default 500 calibration images) ended in "No data is
+# collected" and larger sets were calibrated on their last batches only.
 
 
 def float_onnx_for_quantization(model, path: Path) -> Path:
@@ -156,8 +157,7 @@ def quantize_qdq(float_path: Path, out_path: Path, images: np.ndarray, recipe: O
     quantize_static(str(float_path), str(out_path), calibration_reader(proto.graph.input[0].name, images),
                     quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
                     activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, weight),
-                    nodes_to_exclude=softmax + list(float_nodes),
-                    extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_FLUSH_BATCHES})
+                    nodes_to_exclude=softmax + list(float_nodes))
     return Path(out_path)
 
 

@@ -15,7 +15,7 @@ Most of the width sits at low resolution (256 channels at 8x8 and 4x4 for w = 32
 convolution costs few MACs per parameter. At 32x32x3 with 10 classes: width 32 (default) 1.98 M
 parameters, 152 M MACs per image; width 4 (tiny tests) 32 k parameters, 2.5 M MACs.
 
-Measured on 10,000 CIFAR-10 training images, 10 epochs of the default recipe, 2-core AMD EPYC
+Measured on 10,000 CIFAR-10 training images, 10 epochs of the cnn recipe, 2-core AMD EPYC
 Zen 4 (benchmarks/results/cifar10-cnn/ablation.md): 54.0 % test top-1 against 49.0 % for round 2's
 ResNet-9 half-width layout (:func:`build_resnet9`, ``--model cnn-resnet9``), at 1.6x the time per epoch.
 
