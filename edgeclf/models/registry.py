@@ -35,36 +35,29 @@ def _transfer(name: str, summary: str, preprocessing: Preprocessing, fine_tune_l
         defaults={"img_size": img_size}, pretrained_alphas=alphas, tiny=tiny)
 
 
+#: The from-scratch cnn recipe (both layouts). Page (2018)'s ResNet-9 recipe in mean-loss terms:
+#: batch 512, Nesterov SGD (peak 0.2: 0.4 diverged without its 0.125 logit scale); Keras' decoupled
+#: weight decay 5e-3 x lr is about the coupled L2 5e-4 of the reference once momentum (1 / (1 - 0.9))
+#: is accounted for.
+_CNN_RECIPE = {"batch_size": 512, "optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-3, "label_smoothing": 0.1}
+
+
+def _scratch_cnn(name: str, summary: str, builder: str, epochs: int) -> ModelSpec:
+    """A from-scratch ``cnn`` layout: [-1, 1] input, ``--width``, the cnn recipe for ``epochs`` epochs,
+    64 px automatic input size for large photos, width 4 in tests."""
+    return ModelSpec(name=name, summary=summary, builder=builder, preprocessing=Preprocessing.MINUS_ONE_TO_ONE,
+                     recipe={"epochs": epochs, **_CNN_RECIPE}, options={"width"},
+                     tiny={"width": 4, "dropout": 0.0}, auto_input_size=64)
+
+
 MODELS: dict[str, ModelSpec] = {s.name: s for s in (
-    ModelSpec(
-        name="cnn",
-        summary="CNN for small inputs (airbench layout, Conv-BN-ReLU, int8-clean)",
-        builder="edgeclf.models.cnn:build",
-        preprocessing=Preprocessing.MINUS_ONE_TO_ONE,
-        # airbench94's layout with ReLU (152 M MACs at 32x32, docs/training.md); the optimizer settings
-        # are cnn-resnet9's, 26 epochs so a full CIFAR-10 run stays under 2 h on a 2-core CPU
-        # (~225 s per epoch measured on an AMD EPYC Zen 4).
-        recipe={"epochs": 26, "batch_size": 512, "optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-3,
-                "label_smoothing": 0.1},
-        options={"width"},
-        tiny={"width": 4, "dropout": 0.0},
-        auto_input_size=64,
-    ),
-    ModelSpec(
-        name="cnn-resnet9",
-        summary="ResNet-9 (Page 2018) at half width, round 2's first cnn",
-        builder="edgeclf.models.cnn:build_resnet9",
-        preprocessing=Preprocessing.MINUS_ONE_TO_ONE,
-        # ResNet-9 at half width (95 M MACs at 32x32). Page (2018)'s ResNet-9 recipe in mean-loss
-        # terms: batch 512, Nesterov SGD (peak 0.2: 0.4 diverged without its 0.125 logit scale);
-        # Keras' decoupled weight decay 5e-3 x lr is about the coupled L2 5e-4 of the reference once
-        # momentum (1 / (1 - 0.9)) is accounted for.
-        recipe={"epochs": 30, "batch_size": 512, "optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-3,
-                "label_smoothing": 0.1},
-        options={"width"},
-        tiny={"width": 4, "dropout": 0.0},
-        auto_input_size=64,
-    ),
+    _scratch_cnn(
+        "cnn", "CNN for small inputs (airbench layout, Conv-BN-ReLU, int8-clean)", "edgeclf.models.cnn:build",
+        # airbench94's layout with ReLU (152 M MACs at 32x32); 26 epochs keep a full CIFAR-10 run under
+        # 2 h on a 2-core CPU (~215 s per epoch measured on an AMD EPYC Zen 4: README, round 2).
+        epochs=26),
+    _scratch_cnn("cnn-resnet9", "ResNet-9 (Page 2018) at half width, round 2's first cnn",
+                 "edgeclf.models.cnn:build_resnet9", epochs=30),
     ModelSpec(
         name="cnn-small",
         summary="the reference notebook CNN (baseline)",
