@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from _cli import run_cli as _run_cli
 
 from edgeclf._keras import keras, tf
-from edgeclf.cli import cli
 from edgeclf.data import AugmentConfig, DataConfig, load_dataset
 from edgeclf.errors import ConfigError
 from edgeclf.models import ModelConfig
@@ -36,12 +35,6 @@ def _cfg(data_dir: Path, out: Path, name: str, distill: DistillConfig | None = N
     return TrainConfig(**base)
 
 
-def _run_cli(args) -> Result:
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    assert "Traceback" not in r.output
-    if r.exit_code not in (0, 1, 2):
-        raise AssertionError(f"exit {r.exit_code}: {r.output}") from r.exception
-    return r
 
 
 @pytest.fixture(scope="module")

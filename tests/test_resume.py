@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from _cli import run_cli as _run_cli
 
 from edgeclf._keras import keras
-from edgeclf.cli import cli
 from edgeclf.data import AugmentConfig, DataConfig
 from edgeclf.errors import ConfigError
 from edgeclf.models import ModelConfig
@@ -46,12 +45,6 @@ def _history(model_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _run_cli(args) -> Result:
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    assert "Traceback" not in r.output
-    if r.exit_code not in (0, 1, 2):
-        raise AssertionError(f"exit {r.exit_code}: {r.output}") from r.exception
-    return r
 
 
 class _Record(keras.callbacks.Callback):

@@ -11,11 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from _cli import run_cli as _run_cli
 from conftest import CIFAR10_JPG, TINY_CLASSES
 
 from edgeclf._keras import keras
-from edgeclf.cli import cli
 from edgeclf.data import AugmentConfig, DataConfig, DataError, load_dataset
 from edgeclf.models import ModelConfig
 from edgeclf.models import mobilenet_v2 as mnv2
@@ -54,12 +53,6 @@ def _assert_no_leftovers(out: Path, keep: set[str]) -> None:
     assert {p.name for p in out.iterdir()} == keep  # no '.<name>.new-*' work directories, no stray checkpoints
 
 
-def _run_cli(args) -> Result:
-    r = CliRunner().invoke(cli, [str(a) for a in args])
-    assert "Traceback" not in r.output
-    if r.exit_code not in (0, 1, 2):
-        raise AssertionError(f"exit {r.exit_code}: {r.output}") from r.exception
-    return r
 
 
 # ---------------------------------------------------------------- one training run, the model directory
