@@ -256,7 +256,7 @@ def readme(results: dict) -> str:
             k0, k1 = (f"{recipe}-p0", f"{recipe}-p1") if recipe != "float" else ("float", "float")
             val = r["export_validation"].get(recipe, {})
 
-            def pair(key, mode, a=k0, b=k1):
+            def pair(key, mode, a=k0, b=k1, m=m):
                 return f"{m[a][mode][key]} / {m[b][mode][key]}" if a != b else f"{m[a][mode][key]}"
             lines.append(f"| {recipe} | {pair('top1_acc', 'native')} | {pair('top1_acc', 'emulated')} | "
                          f"{pair('acc_drop_pp', 'emulated')} | {pair('top1_agreement_float', 'emulated')} | "
