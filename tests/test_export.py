@@ -129,6 +129,24 @@ def test_int8_files_contain_int8_weights(exported):
     assert int8_weight_report(d / "model_fp32.tflite").int8_kernel_params == 0
 
 
+def test_uint8_kernels_count_as_int8_weights(tmp_path):
+    """--onnx-int8 u8u8 stores uint8 kernels: they are int8 weights too (zero fraction: int8 kernels only)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeclf.export.artifacts import int8_weight_report
+
+    w_u8 = numpy_helper.from_array(np.full((3, 4), 128, np.uint8), "w_u8")
+    w_s8 = numpy_helper.from_array(np.array([[0, 1], [0, -3]], np.int8), "w_s8")
+    zp = numpy_helper.from_array(np.array(128, np.uint8), "zp")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [w_u8, w_s8, zp])
+    onnx.save(helper.make_model(graph), str(tmp_path / "m.onnx"))
+    r = int8_weight_report(tmp_path / "m.onnx")
+    assert (r.int8_weight_tensors, r.int8_kernel_params, r.int8_kernel_zero_fraction) == (3, 16, 0.5)
+
+
 def test_pruned_int8_keeps_sparsity(pruned):
     from edgeclf.export.artifacts import int8_weight_report
     from edgeclf.runtime import read_manifest

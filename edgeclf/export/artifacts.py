@@ -57,16 +57,19 @@ def _onnx_weights(path: Path) -> list[np.ndarray]:
 def int8_weight_report(path: Path) -> Int8Weights:
     """Count the int8/uint8 weight tensors of an artifact and the zeros in its int8 kernels.
 
-    Kernels are int8 tensors with >= 2 dimensions (conv/dense weights; zero points and scalars are
-    left out), so ``int8_kernel_zero_fraction`` is the sparsity that survived quantization.
+    Kernels are int8 or uint8 tensors with >= 2 dimensions (conv/dense weights; zero points and
+    scalars are left out; uint8 kernels come from ``--onnx-int8 u8u8``). ``int8_kernel_zero_fraction``
+    is the fraction of zeros in the int8 kernels (symmetric, so 0 is the real 0): the sparsity that
+    survived quantization; uint8 kernels, whose real 0 is their zero point, are not counted in it.
 
     Returns:
         Int8Weights: tensor count, kernel parameter count, fraction of kernel zeros (4 decimals).
     """
     path = Path(path)
     weights = _tflite_weights(path) if path.suffix == ".tflite" else _onnx_weights(path)
-    kernels = [w for w in weights if w.dtype == np.int8 and w.ndim >= 2]
-    n = int(sum(w.size for w in kernels))
-    zeros = int(sum(int(np.count_nonzero(w == 0)) for w in kernels))
+    kernels = [w for w in weights if w.ndim >= 2]
+    signed = [w for w in kernels if w.dtype == np.int8]
+    n, n_signed = int(sum(w.size for w in kernels)), int(sum(w.size for w in signed))
+    zeros = int(sum(int(np.count_nonzero(w == 0)) for w in signed))
     return Int8Weights(int8_weight_tensors=len(weights), int8_kernel_params=n,
-                       int8_kernel_zero_fraction=round(zeros / n, 4) if n else 0.0)
+                       int8_kernel_zero_fraction=round(zeros / n_signed, 4) if n_signed else 0.0)
