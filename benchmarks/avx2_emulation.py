@@ -145,15 +145,17 @@ def worker(spec_path: Path) -> None:
     cpu = {"cpuid": cpuid_view(), "edgeclf_cpu_features": cpu_features().to_dict(),
            "kernel_probe": [kernel_probe(p) for p in (0, 1)], "sessions": {}}
     x = np.load(spec["x"])
-    for task in spec["tasks"]:
-        os.environ[X64_PRECISION_ENV] = str(task["precision"])
-        clf = load_classifier(task["file"], threads=1)
-        cpu["sessions"][task["name"]] = {"x64_precision_set": bool(getattr(clf, "x64_precision", False))}
-        dest = out / f"{task['name']}.npy"
-        if not dest.is_file():
+    for task in spec["tasks"]:  # resumable: a task whose .npy and .json exist is not rerun
+        dest, info = out / f"{task['name']}.npy", out / f"{task['name']}.json"
+        if not (dest.is_file() and info.is_file()):
+            os.environ[X64_PRECISION_ENV] = str(task["precision"])
+            clf = load_classifier(task["file"], threads=1)
             probs = np.concatenate([clf.predict(x[i:i + 100]) for i in range(0, len(x), 100)])
             np.save(out / f".{task['name']}.tmp.npy", probs)
             os.replace(out / f".{task['name']}.tmp.npy", dest)
+            info.write_text(json.dumps({"file": task["file"], "env_precision": task["precision"],
+                                        "x64_precision_set": bool(getattr(clf, "x64_precision", False))}))
+        cpu["sessions"][task["name"]] = json.loads(info.read_text())
         print(f"{spec['mode']} {task['name']} done", flush=True)
     (out / "cpu.json").write_text(json.dumps(cpu, indent=2))
 
@@ -257,7 +259,8 @@ def readme(results: dict) -> str:
             val = r["export_validation"].get(recipe, {})
 
             def pair(key, mode, a=k0, b=k1, m=m):
-                return f"{m[a][mode][key]} / {m[b][mode][key]}" if a != b else f"{m[a][mode][key]}"
+                cell = [str(m[k][mode][key]) if k in m and mode in m[k] else "–" for k in dict.fromkeys((a, b))]
+                return " / ".join(cell)
             lines.append(f"| {recipe} | {pair('top1_acc', 'native')} | {pair('top1_acc', 'emulated')} | "
                          f"{pair('acc_drop_pp', 'emulated')} | {pair('top1_agreement_float', 'emulated')} | "
                          f"{pair('changed_vs_native', 'emulated')} | "
@@ -286,6 +289,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/avx2-emulation")
     ap.add_argument("--val-samples", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precisions", default="0,1", help="EDGECLF_ORT_X64_PRECISION values to run")
     ap.add_argument("--skip-export", action="store_true")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -307,7 +311,8 @@ def main() -> None:
     files = {r: export_recipe(src, work, r, a.val_samples, a.skip_export) for r in recipes}
     y, images = stratified_images(src, a.data.resolve(), a.n, a.seed, work)
     tasks = [{"name": "float", "file": str(float_file), "precision": 0}]
-    tasks += [{"name": f"{r}-p{p}", "file": str(f), "precision": p} for r, f in files.items() for p in (0, 1)]
+    precisions = [int(p) for p in a.precisions.split(",") if p in ("0", "1")]
+    tasks += [{"name": f"{r}-p{p}", "file": str(f), "precision": p} for r, f in files.items() for p in precisions]
     qemu = [a.qemu, "-cpu", a.cpu]
     preds, cpus = {}, {}
     for mode in ("native", "emulated"):
@@ -322,7 +327,8 @@ def main() -> None:
         validation[r] = entry.get("validation") or {}
     import onnxruntime
     result = {"command": " ".join(["nice -n 19 python benchmarks/avx2_emulation.py", str(a.model_dir),
-                                   f"--recipes {','.join(recipes)}", f"--n {a.n}", f"--cpu {a.cpu}"]),
+                                   f"--recipes {','.join(recipes)}", f"--n {a.n}", f"--cpu {a.cpu}",
+                                   f"--precisions {a.precisions}"]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model_dir": str(src),
               "host": host_facts(), "onnxruntime": onnxruntime.__version__,
               "qemu": subprocess.run([a.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
