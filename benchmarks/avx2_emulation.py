@@ -144,6 +144,7 @@ def worker(spec_path: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cpu = {"cpuid": cpuid_view(), "edgeclf_cpu_features": cpu_features().to_dict(),
            "kernel_probe": [kernel_probe(p) for p in (0, 1)], "sessions": {}}
+    (out / "cpu.json").write_text(json.dumps(cpu, indent=2))
     x = np.load(spec["x"])
     for task in spec["tasks"]:  # resumable: a task whose .npy and .json exist is not rerun
         dest, info = out / f"{task['name']}.npy", out / f"{task['name']}.json"
@@ -156,8 +157,8 @@ def worker(spec_path: Path) -> None:
             info.write_text(json.dumps({"file": task["file"], "env_precision": task["precision"],
                                         "x64_precision_set": bool(getattr(clf, "x64_precision", False))}))
         cpu["sessions"][task["name"]] = json.loads(info.read_text())
+        (out / "cpu.json").write_text(json.dumps(cpu, indent=2))
         print(f"{spec['mode']} {task['name']} done", flush=True)
-    (out / "cpu.json").write_text(json.dumps(cpu, indent=2))
 
 
 def run_worker(mode: str, spec: dict, work: Path, qemu: list[str]) -> None:
@@ -206,14 +207,17 @@ def stratified_images(model_dir: Path, data: Path, n: int, seed: int, work: Path
         for j in sorted(rng.choice(len(pool), n // len(labels), replace=False)):
             files.append(str(pool[j]))
             y.append(i)
-    x = to_model_batch([load_image(f) for f in files], inp["height"], inp["width"], inp["channels"])
-    np.save(work / "x.npy", x.astype(np.float32))
+    listed = work / "x_files.json"
+    if not ((work / "x.npy").is_file() and listed.is_file() and json.loads(listed.read_text()) == files):
+        x = to_model_batch([load_image(f) for f in files], inp["height"], inp["width"], inp["channels"])
+        np.save(work / ".x.tmp.npy", x.astype(np.float32))
+        os.replace(work / ".x.tmp.npy", work / "x.npy")
+        listed.write_text(json.dumps(files))
     return np.asarray(y, np.int64), files
 
 
-def metrics(preds: dict, y: np.ndarray) -> dict:
-    """Per (mode, task): top-1, agreement with the native float model, changes against native."""
-    ref = preds["native"]["float"].argmax(1)
+def metrics(preds: dict, y: np.ndarray, ref: np.ndarray) -> dict:
+    """Per (mode, task): top-1, agreement with ``ref`` (the native float top-1), changes against native."""
     rows = {}
     for mode, by_task in preds.items():
         for task, p in by_task.items():
@@ -249,7 +253,9 @@ def readme(results: dict) -> str:
                   + "; ".join(f"{m} p{k['x64quantprecision']} = {k['result']} ({k['verdict']})"
                               for m, c in (("native", h), ("emulated", e)) for k in c["kernel_probe"]),
                   f"- {r['n_images']} stratified test images from `{r['data']}`; native float top-1 "
-                  f"{r['float_top1_acc']:.4f}", "",
+                  f"{r['float_top1_acc']:.4f}",
+                  *([f"- **not run** in both modes (partial run): {', '.join(r['not_run'])}"] if r.get("not_run") else []),
+                  "",
                   "| file | native top-1 p0 / p1 | emulated top-1 p0 / p1 | emulated drop pp p0 / p1 "
                   "| emulated agree p0 / p1 | emulated changed p0 / p1 | export validation (native, 500) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -291,6 +297,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--precisions", default="0,1", help="EDGECLF_ORT_X64_PRECISION values to run")
     ap.add_argument("--skip-export", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run no worker: report the tasks already done in both modes (a partial run)")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -308,7 +316,7 @@ def main() -> None:
     float_file = src / "model_fp32.onnx"
     if not float_file.is_file():
         raise SystemExit(f"Error: {float_file}: missing (edgeclf export {src} --formats onnx --quantize none)")
-    files = {r: export_recipe(src, work, r, a.val_samples, a.skip_export) for r in recipes}
+    files = {r: export_recipe(src, work, r, a.val_samples, a.skip_export or a.report_only) for r in recipes}
     y, images = stratified_images(src, a.data.resolve(), a.n, a.seed, work)
     tasks = [{"name": "float", "file": str(float_file), "precision": 0}]
     precisions = [int(p) for p in a.precisions.split(",") if p in ("0", "1")]
@@ -317,9 +325,16 @@ def main() -> None:
     preds, cpus = {}, {}
     for mode in ("native", "emulated"):
         out = work / "preds" / f"{mode}-{a.cpu}" if mode == "emulated" else work / "preds" / mode
-        run_worker(mode, {"mode": mode, "x": str(work / "x.npy"), "out": str(out), "tasks": tasks}, work, qemu)
-        preds[mode] = {t["name"]: np.load(out / f"{t['name']}.npy") for t in tasks}
+        if not a.report_only:
+            run_worker(mode, {"mode": mode, "x": str(work / "x.npy"), "out": str(out), "tasks": tasks}, work, qemu)
+        done = [t["name"] for t in tasks if (out / f"{t['name']}.npy").is_file()]
+        preds[mode] = {name: np.load(out / f"{name}.npy") for name in done}
         cpus[mode] = json.loads((out / "cpu.json").read_text())
+    missing = [t["name"] for t in tasks if t["name"] not in preds["emulated"] or t["name"] not in preds["native"]]
+    if "float" not in preds["native"]:
+        raise SystemExit(f"Error: {work}: no native float predictions yet (run without --report-only)")
+    ref = preds["native"]["float"].argmax(1)
+    preds = {mode: {k: v for k, v in p.items() if k not in missing} for mode, p in preds.items()}
     validation = {}
     for r, f in files.items():
         entry = next(x for x in json.loads((f.parent / "manifest.json").read_text())["artifacts"]
@@ -333,9 +348,9 @@ def main() -> None:
               "host": host_facts(), "onnxruntime": onnxruntime.__version__,
               "qemu": subprocess.run([a.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
               "cpu": a.cpu, "data": str(a.data), "n_images": len(y), "seed": a.seed, "recipes": recipes,
-              "float_top1_acc": round(float((preds["native"]["float"].argmax(1) == y).mean()), 4),
-              "native_cpu": cpus["native"], "emulated_cpu": cpus["emulated"],
-              "export_validation": validation, "rows": metrics(preds, y)}
+              "float_top1_acc": round(float((ref == y).mean()), 4),
+              "native_cpu": cpus["native"], "emulated_cpu": cpus["emulated"], "not_run": missing,
+              "export_validation": validation, "rows": metrics(preds, y, ref)}
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "results.json"
     allres = json.loads(path.read_text()) if path.is_file() else {}
