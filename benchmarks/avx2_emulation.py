@@ -135,7 +135,7 @@ def kernel_probe(precision: int) -> dict:
 # -- worker: runs natively or under qemu ------------------------------------------------------------
 def worker(spec_path: Path) -> None:
     """Run the probes and every task of the spec JSON; write <out>/<task>.npy and <out>/cpu.json."""
-    from edgeclf.runtime import load_classifier
+    from edgeclf.runtime import ModelLoadError, load_classifier
     from edgeclf.runtime.cpu import cpu_features
     from edgeclf.runtime.ort import X64_PRECISION_ENV
 
@@ -148,9 +148,16 @@ def worker(spec_path: Path) -> None:
     x = np.load(spec["x"])
     for task in spec["tasks"]:  # resumable: a task whose .npy and .json exist is not rerun
         dest, info = out / f"{task['name']}.npy", out / f"{task['name']}.json"
-        if not (dest.is_file() and info.is_file()):
+        if not info.is_file():
             os.environ[X64_PRECISION_ENV] = str(task["precision"])
-            clf = load_classifier(task["file"], threads=1)
+            try:
+                clf = load_classifier(task["file"], threads=1)
+            except ModelLoadError as exc:  # recorded, not fatal: onnxruntime may refuse a file in one mode
+                info.write_text(json.dumps({"file": task["file"], "env_precision": task["precision"],
+                                            "error": str(exc)}))
+                cpu["sessions"][task["name"]] = json.loads(info.read_text())
+                print(f"{spec['mode']} {task['name']} failed: {exc}", flush=True)
+                continue
             probs = np.concatenate([clf.predict(x[i:i + 100]) for i in range(0, len(x), 100)])
             np.save(out / f".{task['name']}.tmp.npy", probs)
             os.replace(out / f".{task['name']}.tmp.npy", dest)
@@ -254,7 +261,10 @@ def readme(results: dict) -> str:
                               for m, c in (("native", h), ("emulated", e)) for k in c["kernel_probe"]),
                   f"- {r['n_images']} stratified test images from `{r['data']}`; native float top-1 "
                   f"{r['float_top1_acc']:.4f}",
-                  *([f"- **not run** in both modes (partial run): {', '.join(r['not_run'])}"] if r.get("not_run") else []),
+                  *([f"- **not run** in both modes (partial run or load error): {', '.join(r['not_run'])}"]
+                    if r.get("not_run") else []),
+                  *[f"- **load error** {m} `{t}`: {i['error']}" for m, c in (("native", h), ("emulated", e))
+                    for t, i in c["sessions"].items() if "error" in i],
                   "",
                   "| file | native top-1 p0 / p1 | emulated top-1 p0 / p1 | emulated drop pp p0 / p1 "
                   "| emulated agree p0 / p1 | emulated changed p0 / p1 | export validation (native, 500) |",
