@@ -246,7 +246,8 @@ def readme(results: dict) -> str:
              "of the same file and setting; *agree* = top-1 agreement with the native float model.", ""]
     for name, r in results.items():
         h, e = r["native_cpu"], r["emulated_cpu"]
-        lines += [f"## {name}", "", f"- command: `{r['command']}`", f"- date: {r['date']}",
+        lines += [f"## {name}", "", *([f"- {r['note']}"] if r.get("note") else []),
+                  f"- command: `{r['command']}`", f"- date: {r['date']}",
                   f"- host: {r['host']['lscpu_model']} ({', '.join(r['host']['int8_flags'])}); "
                   f"onnxruntime {r['onnxruntime']}; {r['qemu']}",
                   f"- emulated: `-cpu {r['cpu']}`: CPUID brand \"{e['cpuid']['brand']}\", "
@@ -261,7 +262,7 @@ def readme(results: dict) -> str:
                               for m, c in (("native", h), ("emulated", e)) for k in c["kernel_probe"]),
                   f"- {r['n_images']} stratified test images from `{r['data']}`; native float top-1 "
                   f"{r['float_top1_acc']:.4f}",
-                  *([f"- **not run** in both modes (partial run or load error): {', '.join(r['not_run'])}"]
+                  *([f"- **not run** in both modes (partial run, or load error): {', '.join(r['not_run'])}"]
                     if r.get("not_run") else []),
                   *[f"- **load error** {m} `{t}`: {i['error']}" for m, c in (("native", h), ("emulated", e))
                     for t, i in c["sessions"].items() if "error" in i],
@@ -305,6 +306,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/avx2-emulation")
     ap.add_argument("--val-samples", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--note", default="", help="free text for the README (e.g. where MODEL_DIR came from)")
     ap.add_argument("--precisions", default="0,1", help="EDGECLF_ORT_X64_PRECISION values to run")
     ap.add_argument("--skip-export", action="store_true")
     ap.add_argument("--report-only", action="store_true",
@@ -344,7 +346,7 @@ def main() -> None:
     if "float" not in preds["native"]:
         raise SystemExit(f"Error: {work}: no native float predictions yet (run without --report-only)")
     ref = preds["native"]["float"].argmax(1)
-    preds = {mode: {k: v for k, v in p.items() if k not in missing} for mode, p in preds.items()}
+    preds["emulated"] = {k: v for k, v in preds["emulated"].items() if k in preds["native"]}
     validation = {}
     for r, f in files.items():
         entry = next(x for x in json.loads((f.parent / "manifest.json").read_text())["artifacts"]
@@ -357,7 +359,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model_dir": str(src),
               "host": host_facts(), "onnxruntime": onnxruntime.__version__,
               "qemu": subprocess.run([a.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
-              "cpu": a.cpu, "data": str(a.data), "n_images": len(y), "seed": a.seed, "recipes": recipes,
+              "note": a.note, "cpu": a.cpu, "data": str(a.data), "n_images": len(y), "seed": a.seed, "recipes": recipes,
               "float_top1_acc": round(float((ref == y).mean()), 4),
               "native_cpu": cpus["native"], "emulated_cpu": cpus["emulated"], "not_run": missing,
               "export_validation": validation, "rows": metrics(preds, y, ref)}
