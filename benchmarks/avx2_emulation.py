@@ -268,8 +268,9 @@ def readme(results: dict) -> str:
                     for t, i in c["sessions"].items() if "error" in i],
                   "",
                   "| file | native top-1 p0 / p1 | emulated top-1 p0 / p1 | emulated drop pp p0 / p1 "
-                  "| emulated agree p0 / p1 | emulated changed p0 / p1 | export validation (native, 500) |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| native agree p0 / p1 | emulated agree p0 / p1 | emulated changed p0 / p1 "
+                  "| export validation (native) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for recipe in [*r["recipes"], "float"]:
             m = r["rows"]
             k0, k1 = (f"{recipe}-p0", f"{recipe}-p1") if recipe != "float" else ("float", "float")
@@ -279,9 +280,10 @@ def readme(results: dict) -> str:
                 cell = [str(m[k][mode][key]) if k in m and mode in m[k] else "–" for k in dict.fromkeys((a, b))]
                 return " / ".join(cell)
             lines.append(f"| {recipe} | {pair('top1_acc', 'native')} | {pair('top1_acc', 'emulated')} | "
-                         f"{pair('acc_drop_pp', 'emulated')} | {pair('top1_agreement_float', 'emulated')} | "
+                         f"{pair('acc_drop_pp', 'emulated')} | {pair('top1_agreement_float', 'native')} | "
+                         f"{pair('top1_agreement_float', 'emulated')} | "
                          f"{pair('changed_vs_native', 'emulated')} | "
-                         f"{val.get('top1_acc', '')} {'(drop ' + str(val['acc_drop_pp']) + ')' if val else ''} |")
+                         f"{val.get('top1_acc', '')} {'(drop ' + str(val['acc_drop_pp']) + f', {val["n_images"]} images)' if val else ''} |")
         lines.append("")
     return "\n".join(lines)
 
