@@ -283,9 +283,13 @@ def readme(results: dict) -> str:
                          f"{pair('acc_drop_pp', 'emulated')} | {pair('top1_agreement_float', 'native')} | "
                          f"{pair('top1_agreement_float', 'emulated')} | "
                          f"{pair('changed_vs_native', 'emulated')} | "
-                         f"{val.get('top1_acc', '')} {'(drop ' + str(val['acc_drop_pp']) + f', {val["n_images"]} images)' if val else ''} |")
+                         f"{_validation_cell(val)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _validation_cell(val: dict) -> str:
+    return f"{val['top1_acc']} (drop {val['acc_drop_pp']}, {val['n_images']} images)" if val else ""
 
 
 def host_facts() -> dict:
