@@ -262,7 +262,7 @@ def readme(results: dict) -> str:
                               for m, c in (("native", h), ("emulated", e)) for k in c["kernel_probe"]),
                   f"- {r['n_images']} stratified test images from `{r['data']}`; native float top-1 "
                   f"{r['float_top1_acc']:.4f}",
-                  *([f"- **not run** in both modes (partial run, or load error): {', '.join(r['not_run'])}"]
+                  *([f"- **not run under emulation** (partial run, or load error): {', '.join(r['not_run'])}"]
                     if r.get("not_run") else []),
                   *[f"- **load error** {m} `{t}`: {i['error']}" for m, c in (("native", h), ("emulated", e))
                     for t, i in c["sessions"].items() if "error" in i],
