@@ -184,3 +184,29 @@ def test_precision_mode_env_override(monkeypatch):
     assert not x64_precision_mode(avx2)
     monkeypatch.setenv(X64_PRECISION_ENV, "1")
     assert x64_precision_mode(zen4)
+
+
+def test_from_tflite_onnx_opens_without_precision_mode(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    """onnxruntime 1.32 refuses session.x64quantprecision=1 on tf2onnx files of int8 TFLite models
+    ("Attempt to replace the existing tensor"); the runtime then opens the file without it, says so
+    once, and computes what a session without the option computes."""
+    import shutil
+
+    from edgeclf.export import ExportConfig, Format, OnnxInt8Recipe, Precision, export_model
+    from edgeclf.runtime import load_classifier
+    from edgeclf.runtime.ort import X64_PRECISION_ENV
+
+    d = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, d)
+    export_model(d, ExportConfig(formats=(Format.ONNX,), precisions=(Precision.INT8,), calibration_samples=30,
+                                 val_samples=30, onnx_int8=OnnxInt8Recipe.FROM_TFLITE, allow_drop=True),
+                 progress=False)
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    monkeypatch.setenv(X64_PRECISION_ENV, "0")
+    ref = load_classifier(d / "model_int8.onnx").predict(images)
+    monkeypatch.setenv(X64_PRECISION_ENV, "1")
+    with caplog.at_level(logging.WARNING, logger="edgeclf.runtime.ort"):
+        clf = load_classifier(d / "model_int8.onnx")
+    assert clf.x64_precision is False
+    assert [r for r in caplog.records if "cannot run this model with session.x64quantprecision=1" in r.getMessage()]
+    np.testing.assert_array_equal(clf.predict(images), ref)

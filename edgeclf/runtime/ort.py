@@ -148,20 +148,9 @@ class OrtClassifier(Classifier):
             )
         if not path.is_file():
             raise ModelLoadError(f"{path}: model file not found")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
         here = cpu_features()
         self.x64_precision = x64_precision_mode(here)
-        if self.x64_precision:
-            opts.add_session_config_entry(X64_PRECISION_KEY, "1")
-        try:
-            self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelLoadError(f"{path}: onnxruntime cannot load the model ({one_line(exc)})") from None
+        self._sess = self._open(ort, path, threads, providers)
         ins, outs = self._sess.get_inputs(), self._sess.get_outputs()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelLoadError(
@@ -173,6 +162,42 @@ class OrtClassifier(Classifier):
         self._in = _tensor_info(path, ins[0], meta.get("input_quantization"))
         self._out = _tensor_info(path, outs[0], meta.get("output_quantization"))
         self._in_name, self._out_name = ins[0].name, outs[0].name
+
+    def _open(self, ort, path: Path, threads: int | None, providers: list[str]):
+        """The session, with ``session.x64quantprecision`` when :attr:`x64_precision` is set.
+
+        onnxruntime 1.32 cannot apply that option to some graphs: tf2onnx files of int8 TFLite
+        models (``--onnx-int8 from-tflite``) fail with "AddInitializedOrtValue Attempt to replace the
+        existing tensor" (measured, benchmarks/results/avx2-emulation). Such a file is then opened
+        without it, with one warning that its U8S8 products may saturate on this CPU.
+        """
+        def session(precision: bool):
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 4  # fatal only: load errors are raised and reported as one line
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if threads is not None:
+                opts.intra_op_num_threads = int(threads)
+                opts.inter_op_num_threads = 1
+            if precision:
+                opts.add_session_config_entry(X64_PRECISION_KEY, "1")
+            return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+        try:
+            return session(self.x64_precision)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
+            error = exc
+        if self.x64_precision:
+            try:
+                sess = session(False)
+            except Exception:  # noqa: BLE001 - report the first error: the file itself is bad
+                pass
+            else:
+                self.x64_precision = False
+                log.warning("%s: onnxruntime cannot run this model with %s=1 (%s); opened without it, so its "
+                            "int8 products may saturate on this CPU (re-export with --onnx-int8 "
+                            "u8s8-reduce-range for an exact file)", path, X64_PRECISION_KEY, one_line(error))
+                return sess
+        raise ModelLoadError(f"{path}: onnxruntime cannot load the model ({one_line(error)})") from None
 
     def _read_metadata(self) -> dict | None:
         raw = self._sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
