@@ -140,10 +140,12 @@ def test_two_phase_freezing(name):
 
     last = get_spec(name).recipe["fine_tune_layers"]
     n = transfer.set_base_trainable(model, last)
-    opened = [layer for layer in base.layers[-last:] if layer.weights and not isinstance(layer, L.BatchNormalization)]
+    start = 0 if last < 0 else len(base.layers) - last   # -1: the whole base
+    opened = [layer for layer in base.layers[start:] if layer.weights and not isinstance(layer, L.BatchNormalization)]
     assert n == len(opened) > 0
-    frozen = [layer for layer in base.layers[:-last] if layer.weights]
-    assert frozen and not any(layer.trainable for layer in frozen)
+    assert all(layer.trainable for layer in opened)
+    frozen = [layer for layer in base.layers[:start] if layer.weights]
+    assert (last < 0 or frozen) and not any(layer.trainable for layer in frozen)
     bns = [layer for layer in base.layers if isinstance(layer, L.BatchNormalization)]
     assert not any(layer.trainable for layer in bns)
     if bns:  # inference mode even in a training step: the moving statistics stay put
@@ -151,7 +153,8 @@ def test_two_phase_freezing(name):
         model(_pixels((4, 32, 32, 3)), training=True)
         for a, w in zip(before, bns[-1].weights):
             np.testing.assert_array_equal(a, w.numpy())
-    assert transfer.set_base_trainable(model, -1) > n
+    everything = transfer.set_base_trainable(model, -1)
+    assert everything == n if last < 0 else everything > n
 
 
 # ---------------------------------------------------------------- --weights
@@ -302,7 +305,7 @@ def test_backbone_trains_exports_int8_and_the_runtime_reproduces_it(roundtrip, n
     last = get_spec(name).recipe["fine_tune_layers"]
     changed = {layer.name for layer in base_layers
                if layer.weights and any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), start[layer.name]))}
-    assert changed <= {layer.name for layer in base_layers[-last:]}
+    assert changed <= {layer.name for layer in (base_layers if last < 0 else base_layers[-last:])}
     assert not any(isinstance(model_layer, L.BatchNormalization) for model_layer in
                    (transfer.base_model(model).get_layer(n) for n in changed))
 
