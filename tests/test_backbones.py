@@ -128,6 +128,11 @@ def test_caffe_normalisation_stays_frozen_through_fine_tuning():
 # ---------------------------------------------------------------- two phases, BatchNorm
 
 
+def _first_fine_tuned(layers, last: int) -> int:
+    """Index of the first base layer a recipe's ``fine_tune_layers = last`` opens (-1: the whole base)."""
+    return 0 if last < 0 else len(layers) - last
+
+
 @pytest.mark.parametrize("name", BACKBONES)
 def test_two_phase_freezing(name):
     """Phase 1 trains the head only; phase 2 the last N base layers; BatchNorm never, and in inference mode."""
@@ -140,7 +145,7 @@ def test_two_phase_freezing(name):
 
     last = get_spec(name).recipe["fine_tune_layers"]
     n = transfer.set_base_trainable(model, last)
-    start = 0 if last < 0 else len(base.layers) - last   # -1: the whole base
+    start = _first_fine_tuned(base.layers, last)
     opened = [layer for layer in base.layers[start:] if layer.weights and not isinstance(layer, L.BatchNormalization)]
     assert n == len(opened) > 0
     assert all(layer.trainable for layer in opened)
@@ -305,7 +310,7 @@ def test_backbone_trains_exports_int8_and_the_runtime_reproduces_it(roundtrip, n
     last = get_spec(name).recipe["fine_tune_layers"]
     changed = {layer.name for layer in base_layers
                if layer.weights and any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), start[layer.name]))}
-    assert changed <= {layer.name for layer in (base_layers if last < 0 else base_layers[-last:])}
+    assert changed <= {layer.name for layer in base_layers[_first_fine_tuned(base_layers, last):]}
     assert not any(isinstance(model_layer, L.BatchNormalization) for model_layer in
                    (transfer.base_model(model).get_layer(n) for n in changed))
 

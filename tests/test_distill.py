@@ -35,8 +35,6 @@ def _cfg(data_dir: Path, out: Path, name: str, distill: DistillConfig | None = N
     return TrainConfig(**base)
 
 
-
-
 @pytest.fixture(scope="module")
 def teacher_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The session's tiny model with its outputs permuted (a confident teacher the labels contradict)."""

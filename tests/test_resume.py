@@ -45,8 +45,6 @@ def _history(model_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-
-
 class _Record(keras.callbacks.Callback):
     """Snapshots (optimizer iterations, weights by name, optimizer variables) when each ``fit``
     begins (after BackupAndRestore restored) and after every epoch; the epochs begun; optionally

@@ -53,8 +53,6 @@ def _assert_no_leftovers(out: Path, keep: set[str]) -> None:
     assert {p.name for p in out.iterdir()} == keep  # no '.<name>.new-*' work directories, no stray checkpoints
 
 
-
-
 # ---------------------------------------------------------------- one training run, the model directory
 
 

@@ -4,9 +4,10 @@ int8 files and the CPU: an int8 ``.onnx`` records the CPU it was validated on (e
 ``validated_on``, see :mod:`edgeclf.runtime.cpu`). Opening one on a CPU whose int8 kernel class
 differs logs one warning per file and process. On x86 CPUs whose uint8 x int8 kernels saturate
 (AVX2 / AVX-512 without VNNI) every session gets ``session.x64quantprecision = 1``: onnxruntime
-then rewrites int8 weights outside [-64, 63] to uint8 and runs its exact U8U8 kernels (same
-products, slower; 7-bit ``reduce_range`` weights are left alone). ``EDGECLF_ORT_X64_PRECISION=0``
-(or ``1``) overrides that choice, for measuring both.
+then rewrites int8 weight tensors with values outside [-64, 64] to uint8 and runs its exact U8U8
+kernels (same products, slower; 7-bit ``reduce_range`` weights are left alone); a file onnxruntime
+cannot open with that option (``from-tflite``) is opened without it, with one warning.
+``EDGECLF_ORT_X64_PRECISION=0`` (or ``1``) overrides that choice, for measuring both.
 """
 
 from __future__ import annotations
