@@ -60,7 +60,7 @@ for model in $MODELS; do
     # shellcheck disable=SC2086
     "$EDGECLF" train --model "$model" --data "$DATA" --name "$name" --out "$MODEL_ROOT" "${extra[@]}" $TRAIN_ARGS
   fi
-  # An export that fails leaves its rows missing; bench reports them as "export failed".
+  # An export that fails leaves its rows missing; bench reports them as "not exported".
   if missing_artifacts "$dir"; then
     "$EDGECLF" export "$dir" --data "$DATA" --allow-drop || echo "WARNING: export of $name failed (see above)"
   fi

@@ -54,7 +54,13 @@ class ManifestError(EdgeclfError, ValueError):
 
 
 class ExportError(EdgeclfError, RuntimeError):
-    """An export step produced an unusable artifact (e.g. an int8 file without int8 weights)."""
+    """An export step failed or produced an unusable artifact (a converter raised on the model, an int8
+    file without int8 weights). ``result``: the partial ExportResult when raised at the end of an
+    export whose other artifacts were made, else None."""
+
+    def __init__(self, message: str, result=None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class AccuracyGateError(EdgeclfError, RuntimeError):

@@ -84,7 +84,8 @@ def test_bench_writes_complete_table(bench_run):
     assert float(fn["speedup_vs_original"]) == 1.0 and float(fn["top1_agreement"]) == 1.0
     assert float(by[("tflite", "fp32")]["top1_agreement"]) >= 0.95  # fp32 conversion keeps the decisions
     # expected-but-missing formats are explicit rows, and every row has a status
-    assert by[("onnx", "pruned-int8")]["status"] == "export failed"
+    assert by[("onnx", "pruned-int8")]["status"] == "not exported"
+    assert by[("onnx", "pruned-int8")]["detail"] == "expected but not in manifest.json"
     assert all(r["status"] for r in md)
     machine = json.loads((out / "machine.json").read_text())
     assert machine["threads"] == 1 and "avx2" in machine["simd_flags"]
@@ -141,3 +142,19 @@ def test_worker_modules_do_not_import_each_other():
             "print('edgeclf.bench.worker' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_manifest_problem_tells_a_missing_file_from_a_failed_validation(tmp_path):
+    from edgeclf.bench.config import Status
+    from edgeclf.bench.runner import _manifest_problem
+    from edgeclf.runtime.manifest import ArtifactEntry, ArtifactStatus, Format, Precision, Validation
+
+    gone = ArtifactEntry(file="model_int8.tflite", format=Format.TFLITE, precision=Precision.INT8)
+    assert _manifest_problem(gone, tmp_path) == (Status.FILE_MISSING, "listed in manifest.json but the file is missing")
+    (tmp_path / "model_int8.tflite").write_bytes(b"x")
+    assert _manifest_problem(gone, tmp_path) is None
+    v = Validation(top1_acc=0.5, acc_drop_pp=3.0, top1_agreement=0.9, max_abs_prob_diff=0.2, n_images=10)
+    failed = ArtifactEntry(file="model_int8.tflite", format=Format.TFLITE, precision=Precision.INT8, validation=v,
+                           status=ArtifactStatus.VALIDATION_FAILED)
+    status, detail = _manifest_problem(failed, tmp_path)
+    assert status is Status.VALIDATION_FAILED and "acc_drop_pp 3.0 on 10 images" in detail

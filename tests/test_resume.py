@@ -228,6 +228,35 @@ def test_cli_resume_refuses_other_options_and_missing_checkpoints(tmp_path):
     assert "drop --epochs, --lr" in r.output
     r = _run_cli(["train", "--resume", tmp_path / "run"])
     assert r.exit_code == 1
-    assert r.output.strip() == (f"Error: {tmp_path / 'run'}: no training checkpoint to resume "
-                                f"({tmp_path / '.run.partial'}/config.json not found; a run that finished "
-                                "deletes its checkpoint)")
+    assert r.output.strip() == (f"Error: {tmp_path / 'run'}: no such directory, and no checkpoint "
+                                f"{tmp_path / '.run.partial'} beside it; nothing to resume")
+
+
+@pytest.mark.parametrize(("typed", "what"), [
+    ("nope", "no such directory, and no checkpoint .nope.partial beside it"),
+    ("afile", "not a directory (--resume takes a model directory OUT/NAME or its checkpoint OUT/.NAME.partial)"),
+    ("done", "this run finished (its checkpoint .done.partial is deleted at the end of a run)"),
+    ("./other/", "not an edgeclf model directory, and no checkpoint .other.partial beside it"),
+    (".nope.partial", "no such checkpoint directory"),
+    (".empty.partial", "not a training checkpoint (no config.json in it)"),
+])
+def test_cli_resume_names_the_relative_path_as_typed(tmp_path, monkeypatch, typed, what):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "model.keras").write_text("")
+    (tmp_path / "other").mkdir()
+    (tmp_path / ".empty.partial").mkdir()
+    monkeypatch.chdir(tmp_path)
+    r = _run_cli(["train", "--resume", typed])
+    assert r.exit_code == 1
+    assert r.output.strip() == f"Error: {typed}: {what}; nothing to resume"
+
+
+def test_cli_resume_dot_is_the_current_directory(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(run)
+    r = _run_cli(["train", "--resume", "."])
+    assert r.exit_code == 1
+    assert r.output.strip() == (f"Error: .: not an edgeclf model directory, and no checkpoint "
+                                f"{tmp_path / '.run.partial'} beside it; nothing to resume")

@@ -14,7 +14,9 @@ class Status(str, enum.Enum):
     """Outcome of one table row. Only ``OK`` rows passed everything."""
 
     OK = "ok"
-    EXPORT_FAILED = "export failed"          # expected artifact missing (not exported / file gone)
+    NOT_EXPORTED = "not exported"            # expected (format, kind) absent from manifest.json
+    FILE_MISSING = "file missing"            # listed in manifest.json, but the file is gone
+    EXPORT_FAILED = "export failed"          # a conversion the bench runs itself (the baseline row) failed
     VALIDATION_FAILED = "validation failed"  # the export's own validation rejected it (measured anyway)
     LOAD_FAILED = "load failed"              # the engine cannot open the file
     RUN_FAILED = "run failed"                # opened, but inference crashed or timed out
@@ -99,7 +101,7 @@ class BenchConfig:
         keras: also measure the float original (model.predict and tf.function rows on the CPU, and the
             tf.function row on the first GPU TensorFlow sees, or a "no GPU" row without one).
         baseline: also convert and measure the plain default-converter reference TFLite.
-        expected: (format, kind) pairs that should exist; missing ones get an "export failed"
+        expected: (format, kind) pairs that should exist; missing ones get a "not exported"
             row. kind is a precision ("fp32", "int8", ...) or "pruned-int8". Default:
             :func:`default_expected`.
         timing: the timing method (see :class:`TimingConfig`).

@@ -55,7 +55,7 @@ def _expected_file(fmt: str, kind: str) -> str:
 def _manifest_problem(entry: ArtifactEntry, model_dir: Path) -> tuple[Status, str] | None:
     """A listed file that is gone, or the export-time validation failure the manifest records."""
     if not (model_dir / entry.file).is_file():
-        return Status.EXPORT_FAILED, "listed in manifest.json but the file is missing"
+        return Status.FILE_MISSING, "listed in manifest.json but the file is missing"
     if entry.status is ArtifactStatus.VALIDATION_FAILED:
         v = entry.validation
         facts = f"acc_drop_pp {v.acc_drop_pp} on {v.n_images} images" if v else "no validation recorded"
@@ -283,7 +283,7 @@ def _measure_all(model_dir: Path, manifest: Manifest, cfg: BenchConfig, workers:
         row = BenchRow(fmt, entry.precision.value + sparse, entry.file, ENGINES[entry.format], threads=cfg.threads,
                        batch_size=cfg.batch_size)
         problem = _manifest_problem(entry, model_dir)
-        if problem and problem[0] is Status.EXPORT_FAILED:
+        if problem and problem[0] is Status.FILE_MISSING:
             row.status, row.detail = problem
             rows.append(row)
             continue
@@ -292,7 +292,7 @@ def _measure_all(model_dir: Path, manifest: Manifest, cfg: BenchConfig, workers:
             row.status, row.detail = problem
     for fmt, kind in missing:
         rows.append(BenchRow(fmt, kind, _expected_file(fmt, kind), ENGINES[Format(fmt)], threads=cfg.threads,
-                             status=Status.EXPORT_FAILED, detail="expected but not in manifest.json (not exported)"))
+                             status=Status.NOT_EXPORTED, detail="expected but not in manifest.json"))
     _compare(rows, preds, cfg)
     return rows
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from edgeclf.cli._errors import user_errors
-from edgeclf.errors import AccuracyGateError, ConfigError, one_line
+from edgeclf.errors import AccuracyGateError, ConfigError, ExportError, one_line
 from edgeclf.export.config import (
     DEFAULT_FORMATS,
     DEFAULT_PRECISIONS,
@@ -29,7 +29,7 @@ def _mb(n: int | None) -> str:
 
 def format_table(result) -> str:
     """One row per artifact of an :class:`~edgeclf.export.ExportResult` (written ones, then the ones
-    that failed the gate): file, size, gzipped, top-1, drop (points), agreement, status."""
+    that failed the gate or could not be made): file, size, gzipped, top-1, drop (points), agreement, status."""
     rows = [("file", "size", "gzipped", "top-1", "drop pp", "agree", "status")]
     for a in result.artifacts:
         v = a.validation
@@ -37,6 +37,7 @@ def format_table(result) -> str:
                      f"{v.top1_acc:.4f}" if v else "-", f"{v.acc_drop_pp:+.2f}" if v else "-",
                      f"{v.top1_agreement:.4f}" if v else "-", a.status.value))
     rows += [(file, "-", "-", "-", "-", "-", "failed") for file in result.failures]
+    rows += [(file, "-", "-", "-", "-", "-", "export failed") for file in getattr(result, "export_errors", {})]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines + int8_notes(result.artifacts))
@@ -131,6 +132,10 @@ def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epoch
         if exc.result is not None:
             click.echo(format_table(exc.result))
         raise click.ClickException(f"accuracy gate failed: {one_line(exc)}") from None
+    except ExportError as exc:  # a converter raised on some artifact; the others were made and listed
+        if exc.result is not None:
+            click.echo(format_table(exc.result))
+        raise click.ClickException(one_line(exc)) from None
     click.echo(f"float model: top-1 {result.float_top1_acc:.4f} on {result.n_images} test images")
     if result.sparsity:
         click.echo(f"pruning: {result.sparsity['kernel_sparsity']:.1%} of Conv/Dense kernel weights are zero "

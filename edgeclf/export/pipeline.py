@@ -8,14 +8,19 @@ Steps (one log line each, with timing):
    name, check it (ONNX checker, int8 weight tensors), validate it on the runtime (:mod:`.validate`),
    apply the accuracy gate, rename it into place and add its manifest entry. A failing artifact
    leaves neither a file nor a manifest entry (unless ``allow_drop``: kept, status "validation failed").
+   A converter that raises on the model (TFLite converter, tf2onnx, onnxruntime ``quantize_static``,
+   the QuantizationDebugger: e.g. an op it does not support) fails that artifact the same way, as an
+   :class:`ExportError` naming ``MODEL_DIR/<file>`` and the cause; the export goes on with the others.
 
-Raises :class:`AccuracyGateError` at the end if any artifact failed the gate (the others are kept).
+Raises :class:`ExportError` at the end if any artifact could not be made, else :class:`AccuracyGateError`
+if any failed the gate (the others are kept in both cases; ``.result`` holds the partial result).
 TensorFlow is imported inside :func:`export_model` only.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.errors import AccuracyGateError, ExportError, ModelLoadError
+from edgeclf.errors import AccuracyGateError, EdgeclfError, ExportError, ModelLoadError, one_line
 from edgeclf.export.config import ExportConfig, ExportJob, Format, Precision
 from edgeclf.runtime.manifest import (
     MANIFEST_NAME,
@@ -52,6 +57,8 @@ class ExportResult:
         artifacts: the manifest entries written by this export, in export order.
         failures: file name -> one-line reason, for artifacts that failed the accuracy gate (no file
             and no manifest entry was written for them).
+        export_errors: file name -> one-line reason, for artifacts that could not be made (a converter
+            raised, or an int8 file came out without int8 weights); no file and no entry either.
         sparsity: the pruning report (``PruneReport.to_dict()``), or None without ``--prune``.
     """
 
@@ -61,6 +68,7 @@ class ExportResult:
     n_images: int
     artifacts: list[ArtifactEntry] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    export_errors: dict[str, str] = field(default_factory=dict)
     sparsity: dict | None = None
 
 
@@ -93,6 +101,35 @@ def _step(name: str):
     log.info("[export] %s ...", name)
     yield
     log.info("[export] %s done in %.1f s", name, time.perf_counter() - t0)
+
+
+_MLIR_ERROR = re.compile(r"error: (.+)")
+_CAUSE_CHARS = 300
+
+
+def _cause(exc: BaseException) -> str:
+    """A short cause: the converter's first MLIR ``error: ...`` line (the TFLite converter's message
+    starts with a long location dump), else the first line of the message; with the exception type."""
+    m = _MLIR_ERROR.search(str(exc))
+    text = m.group(1).strip() if m else one_line(exc)
+    return f"{type(exc).__name__}: {text}"[:_CAUSE_CHARS]
+
+
+@contextmanager
+def _tool_step(path: Path, what: str):
+    """Turn a third-party converter's exception into ``ExportError("<path>: <what> failed: <cause>")``.
+
+    The converters raise many types (ConverterError, ValueError, KeyError, onnx ValidationError, ...)
+    for a model they cannot handle. EdgeclfError, OSError (disk, permissions) and ImportError (a
+    missing optional package: its pip line) pass through unchanged, as do KeyboardInterrupt and
+    other BaseExceptions.
+    """
+    try:
+        yield
+    except (EdgeclfError, OSError, ImportError):
+        raise
+    except Exception as exc:  # the converters raise many types
+        raise ExportError(f"{path}: {what} failed ({_cause(exc)})") from exc
 
 
 def _manifest(model_dir: Path, input_shape: tuple, model_name: str, class_names: list[str],
@@ -162,7 +199,8 @@ def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tup
     fails the gate); ``--fallback`` re-makes a failing file with its most sensitive layers in float.
 
     Raises:
-        ExportError: an int8 file without int8 weight tensors.
+        ExportError: a converter raised on the model (names ``MODEL_DIR/<file>``, the step and the
+            cause), or an int8 file without int8 weight tensors; no file was left behind.
         AccuracyGateError: the gate failed and ``allow_drop`` is off (no file was left behind).
     """
     from edgeclf._io import atomic_path, gzip_size, sha256_file
@@ -176,24 +214,27 @@ def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tup
     cpu = cpu_features()
     job = replace(job, metadata={**job.metadata, "validated_on": cpu.to_dict()})
     errors, float_layers, fallback_cost = [], (), None
-    with _step(f"{name}: convert + validate"), atomic_path(ctx.model_dir / name) as tmp:
-        registry.exporter(fmt, precision)(model, tmp, job)
+    target = ctx.model_dir / name
+    with _step(f"{name}: convert + validate"), atomic_path(target) as tmp:
+        with _tool_step(target, f"{fmt.value} {precision.value} conversion"):
+            registry.exporter(fmt, precision)(model, tmp, job)
         v = validate.validate_file(tmp, ctx.x_val, ctx.y_val, ctx.float_probs, ctx.float_top1_acc, ctx.progress)
         failure = validate.gate_message(name, v, cfg.max_accuracy_drop_pp)
         wants_fallback = failure is not None and cfg.fallback and precision is Precision.INT8
         if precision is Precision.INT8 and (cfg.quant_report or wants_fallback):
-            with _step(f"{name}: per-layer quantization error"):
+            with _step(f"{name}: per-layer quantization error"), _tool_step(target, "per-layer quantization error"):
                 errors = quant_report.layer_errors(model, fmt, job)
             if cfg.quant_report:
                 quant_report.write_report(ctx.model_dir, name, errors)
         if wants_fallback:
             ranked = list(dict.fromkeys(e.layer for e in quant_report.worst_layers(errors, None)))
-            with _step(f"{name}: accuracy-aware fallback (at most {cfg.fallback_max_layers} float layers)"):
+            with _step(f"{name}: accuracy-aware fallback (at most {cfg.fallback_max_layers} float layers)"), \
+                    _tool_step(target, "fallback conversion"):
                 v, float_layers, fallback_cost = _fallback(model, fmt, job, ctx, tmp, v, ranked)
             failure = validate.gate_message(name, v, cfg.max_accuracy_drop_pp)
         weights = artifacts.int8_weight_report(tmp)
         if precision is Precision.INT8 and weights.int8_kernel_params == 0:
-            raise ExportError(f"{name}: the int8 export contains no int8 weight tensors")
+            raise ExportError(f"{target}: the int8 export contains no int8 weight tensors")
         clf = load_classifier(tmp)
         quant_in, quant_out = _quant_params(clf.input_tensor), _quant_params(clf.output_tensor)
         clf.close()
@@ -230,7 +271,9 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
         ManifestError: the existing manifest.json is unreadable or from a newer edgeclf.
         edgeclf.data.DataError: the data can't be loaded (a directory config.json names is missing),
             or its number of classes differs from the model's.
-        ExportError: an int8 file came out without int8 weights.
+        ExportError: an artifact could not be made (a converter raised on the model, or an int8 file
+            came out without int8 weights); the others were made, validated and listed
+            (``.result``). Raised before AccuracyGateError when both happen.
         AccuracyGateError: an artifact dropped more than ``cfg.max_accuracy_drop_pp`` points (and
             ``allow_drop`` is False); its file and entry were not written, the others were.
     """
@@ -296,12 +339,18 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
         except AccuracyGateError as exc:
             result.failures[cfg.file_name(fmt, precision)] = str(exc)
             continue
+        except ExportError as exc:
+            log.error("%s", exc)
+            result.export_errors[cfg.file_name(fmt, precision)] = one_line(exc)
+            continue
         manifest.upsert_artifact(entry)
         result.artifacts.append(entry)
         write_manifest(model_dir, manifest)
     write_manifest(model_dir, manifest)
     write_json(model_dir / EXPORT_CONFIG_NAME, {"config": cfg.to_dict(), "sparsity": result.sparsity,
                                                 "float_top1_acc": round(float_acc, 5), "n_images": len(y_val)})
+    if result.export_errors:
+        raise ExportError("; ".join([*result.export_errors.values(), *result.failures.values()]), result)
     if result.failures:
         raise AccuracyGateError("; ".join(result.failures.values()), result)
     return result

@@ -59,8 +59,8 @@ def export(model, out_path: Path, job: ExportJob) -> Path:
 
     Raises:
         ExportError: ai_edge_quantizer lost the embedded metadata. Converter failures (unsupported
-            ops) propagate as the converter raises them: a model from the registry converts, so
-            they are bugs.
+            ops) propagate as the converter raises them; :mod:`edgeclf.export.pipeline` turns them
+            into an ExportError naming the artifact.
     """
     data = convert(model, job)
     out_path = Path(out_path)

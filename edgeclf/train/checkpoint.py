@@ -61,20 +61,35 @@ def model_dir_of(checkpoint: Path) -> Path:
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
     """The checkpoint directory for ``--resume PATH``: PATH itself (``OUT/.NAME.partial``) or the
-    checkpoint beside the model directory PATH (``OUT/NAME``, which need not exist yet).
+    checkpoint beside the model directory PATH (``OUT/NAME``, which need not exist yet; ``.`` or
+    ``..`` name the directory they stand for).
 
     Raises:
-        edgeclf.errors.ConfigError: no checkpoint there (the message names both paths).
+        edgeclf.errors.ConfigError: no checkpoint there. The message starts with PATH as given and
+            says what is wrong: no such file or directory, a file, a finished run, a directory
+            that is no model directory, or a checkpoint directory without config.json.
     """
     p = Path(path).expanduser()
+    if p.name in ("", "..") or str(path) in ("", "."):
+        p = Path(os.path.abspath(p))
     if p.name.startswith(".") and p.name.endswith(_SUFFIX) and len(p.name) > len(_SUFFIX) + 1:
-        ckpt = p
+        if (p / "config.json").is_file():
+            return p
+        what = "not a directory" if p.exists() and not p.is_dir() else \
+            "not a training checkpoint (no config.json in it)" if p.is_dir() else "no such checkpoint directory"
+        raise ConfigError(f"{path}: {what}; nothing to resume")
+    ckpt = p.with_name(f".{p.name}{_SUFFIX}") if p.name else p
+    if p.name and (ckpt / "config.json").is_file():
+        return ckpt
+    if not p.exists():
+        what = f"no such directory, and no checkpoint {ckpt} beside it"
+    elif not p.is_dir():
+        what = "not a directory (--resume takes a model directory OUT/NAME or its checkpoint OUT/.NAME.partial)"
+    elif (p / "model.keras").is_file():
+        what = f"this run finished (its checkpoint {ckpt} is deleted at the end of a run)"
     else:
-        ckpt = checkpoint_dir(p)
-    if not (ckpt / "config.json").is_file():
-        raise ConfigError(f"{path}: no training checkpoint to resume ({ckpt}/config.json not found; a run that "
-                          "finished deletes its checkpoint)")
-    return ckpt
+        what = f"not an edgeclf model directory, and no checkpoint {ckpt} beside it"
+    raise ConfigError(f"{path}: {what}; nothing to resume")
 
 
 def _lock(path: Path):
