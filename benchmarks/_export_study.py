@@ -64,7 +64,7 @@ def export(work: Path, args: list[str], log: Path, python: str) -> dict:
     cfg_path.unlink(missing_ok=True)
     cmd = [python, "-m", "edgeclf.cli", "export", str(work), *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    print("$", " ".join(cmd[1:]), flush=True)
+    print("$ edgeclf", " ".join(cmd[3:]), flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as f:
         p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
