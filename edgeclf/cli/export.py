@@ -10,6 +10,7 @@ import click
 from edgeclf.cli._errors import user_errors
 from edgeclf.errors import AccuracyGateError, ConfigError, ExportError, one_line
 from edgeclf.export.config import (
+    CALIBRATION_SAMPLING,
     DEFAULT_FORMATS,
     DEFAULT_PRECISIONS,
     ExportConfig,
@@ -29,15 +30,16 @@ def _mb(n: int | None) -> str:
 
 def format_table(result) -> str:
     """One row per artifact of an :class:`~edgeclf.export.ExportResult` (written ones, then the ones
-    that failed the gate or could not be made): file, size, gzipped, top-1, drop (points), agreement, status."""
-    rows = [("file", "size", "gzipped", "top-1", "drop pp", "agree", "status")]
+    that failed the gate or could not be made): file, size, gzipped, gzipped / fp32 file of the format, top-1, drop
+    (points), agreement, status."""
+    rows = [("file", "size", "gzipped", "gz/fp32", "top-1", "drop pp", "agree", "status")]
     for a in result.artifacts:
-        v = a.validation
-        rows.append((a.file, _mb(a.size_bytes), _mb(a.size_gzip_bytes),
+        v, ratio = a.validation, result.gzip_ratio(a)
+        rows.append((a.file, _mb(a.size_bytes), _mb(a.size_gzip_bytes), "-" if ratio is None else f"{ratio:.3f}",
                      f"{v.top1_acc:.4f}" if v else "-", f"{v.acc_drop_pp:+.2f}" if v else "-",
                      f"{v.top1_agreement:.4f}" if v else "-", a.status.value))
-    rows += [(file, "-", "-", "-", "-", "-", "failed") for file in result.failures]
-    rows += [(file, "-", "-", "-", "-", "-", "export failed") for file in getattr(result, "export_errors", {})]
+    rows += [(file, "-", "-", "-", "-", "-", "-", "failed") for file in result.failures]
+    rows += [(file, "-", "-", "-", "-", "-", "-", "export failed") for file in getattr(result, "export_errors", {})]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines + int8_notes(result.artifacts))
@@ -77,9 +79,14 @@ def int8_notes(artifacts) -> list[str]:
               help="Fine-tuning epochs while pruning.")
 @click.option("--qat", is_flag=True, help="Quantization-aware training before int8 conversion (needs int8).")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--fine-tune-lr", type=float, default=None,
+              help="Peak learning rate of pruning/QAT fine-tuning (default: learning-rate rewinding for pruning, "
+                   "1 %% of the training peak for QAT; docs/quantization.md).")
 @click.option("--calibration-images", "--calibration-samples", "calibration_samples", type=int, default=500,
               show_default=True, help="Training images for int8 calibration: stratified by class, no augmentation, "
                                       "the validation preprocessing.")
+@click.option("--calibration-sampling", type=click.Choice(list(CALIBRATION_SAMPLING)), default="stratified",
+              hidden=True, help="How calibration images are drawn (random: for the calibration study).")
 @click.option("--data", default=None, help="Data source instead of the one in config.json.")
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
               help="Fail an artifact whose test top-1 is more than this many points below the float model.")
@@ -108,15 +115,16 @@ def int8_notes(artifacts) -> list[str]:
               help="Fine-tuning batch size (pruning, QAT); default: the training run's.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, calibration_samples, data,
-               max_accuracy_drop, allow_drop, val_samples, tflite_int8, int8_io, onnx_int8, quant_report, fallback, fallback_max_layers,
+def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, fine_tune_lr, calibration_samples,
+               calibration_sampling, data, max_accuracy_drop, allow_drop, val_samples, tflite_int8, int8_io, onnx_int8, quant_report, fallback, fallback_max_layers,
                batch_size, seed):
     """Prune/quantize MODEL_DIR/model.keras, write .tflite/.onnx files, validate each, update manifest.json."""
     try:
         cfg = ExportConfig(formats=parse_formats(formats),
                            precisions=parse_precisions(quantize) if quantize else None,
                            prune_sparsity=prune, prune_epochs=prune_epochs, qat=qat, qat_epochs=qat_epochs,
-                           calibration_samples=calibration_samples, data=data,
+                           fine_tune_lr=fine_tune_lr, calibration_samples=calibration_samples,
+                           calibration_sampling=calibration_sampling, data=data,
                            max_accuracy_drop_pp=max_accuracy_drop, allow_drop=allow_drop, val_samples=val_samples,
                            tflite_int8=TfliteInt8Quantizer(tflite_int8), int8_io=Int8Io(int8_io),
                            onnx_int8=OnnxInt8Recipe(onnx_int8), quant_report=quant_report, fallback=fallback,
@@ -140,5 +148,7 @@ def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epoch
     if result.sparsity:
         click.echo(f"pruning: {result.sparsity['kernel_sparsity']:.1%} of Conv/Dense kernel weights are zero "
                    f"(target {result.sparsity['target']:.0%})")
+    if result.fine_tune_lr:
+        click.echo("fine-tuning peak learning rate: " + ", ".join(f"{k} {v:.3g}" for k, v in result.fine_tune_lr.items()))
     click.echo(format_table(result))
     click.echo(f"-> {result.manifest_path}")

@@ -90,6 +90,10 @@ DEFAULT_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
 }
 
 
+#: How calibration images are drawn from the training split (:attr:`ExportConfig.calibration_sampling`).
+CALIBRATION_SAMPLING = ("stratified", "random")
+
+
 def _parse_choices(text: str, enum, flag: str, choices: str, aliases: dict[str, str]) -> tuple:
     """Comma list -> de-duplicated tuple of ``enum`` members, in order. Raises ConfigError naming ``flag``."""
     out: list = []
@@ -130,7 +134,12 @@ class ExportConfig:
         prune_epochs: fine-tuning epochs while pruning (PolynomialDecay 0 -> target).
         qat: quantization-aware training before int8 conversion (needs INT8 among ``precisions``).
         qat_epochs: fine-tuning epochs of the QAT model.
-        calibration_samples: representative training images for int8 calibration (stratified).
+        fine_tune_lr: peak learning rate of pruning and QAT fine-tuning (cosine-decayed to 0); None =
+            learning-rate rewinding for pruning and 1 % of the training peak for QAT
+            (:func:`edgeclf.export.prune.rewound_lr`, :func:`edgeclf.export.prune.qat_lr`).
+        calibration_samples: representative training images for int8 calibration.
+        calibration_sampling: how they are drawn from the training split: ``"stratified"`` (each
+            class its share) or ``"random"`` (uniform; kept for the calibration study).
         data: dataset source overriding the model directory's config.json (None = the same data).
         max_accuracy_drop_pp: an artifact whose test top-1 is more than this many percentage points
             below the float Keras model fails the export.
@@ -154,7 +163,9 @@ class ExportConfig:
     prune_epochs: int = 2
     qat: bool = False
     qat_epochs: int = 1
+    fine_tune_lr: float | None = None
     calibration_samples: int = 500
+    calibration_sampling: str = "stratified"
     data: str | None = None
     max_accuracy_drop_pp: float = 1.0
     allow_drop: bool = False
@@ -176,7 +187,12 @@ class ExportConfig:
         if self.prune_sparsity and self.prune_epochs < 1:
             raise ConfigError("--prune needs --prune-epochs >= 1 (pruning happens during fine-tuning)")
         if self.calibration_samples < 1:
-            raise ConfigError(f"--calibration-samples must be >= 1, got {self.calibration_samples}")
+            raise ConfigError(f"--calibration-images must be >= 1, got {self.calibration_samples}")
+        if self.calibration_sampling not in CALIBRATION_SAMPLING:
+            raise ConfigError(f"--calibration-sampling must be one of {', '.join(CALIBRATION_SAMPLING)}, "
+                              f"got {self.calibration_sampling!r}")
+        if self.fine_tune_lr is not None and not self.fine_tune_lr > 0:
+            raise ConfigError(f"--fine-tune-lr must be > 0, got {self.fine_tune_lr}")
         if self.val_samples is not None and self.val_samples < 1:
             raise ConfigError(f"--val-samples must be >= 1, got {self.val_samples}")
         if self.batch_size is not None and self.batch_size < 1:

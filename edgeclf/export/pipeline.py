@@ -60,6 +60,10 @@ class ExportResult:
         export_errors: file name -> one-line reason, for artifacts that could not be made (a converter
             raised, or an int8 file came out without int8 weights); no file and no entry either.
         sparsity: the pruning report (``PruneReport.to_dict()``), or None without ``--prune``.
+        fine_tune_lr: {"prune": peak lr, "qat": peak lr} of the fine-tunes that ran (empty without).
+        timings_s: export step -> wall time in seconds (load, prune, QAT, each artifact).
+        fp32_size_bytes: format value -> size of the model directory's fp32 file of that format (from
+            this or an earlier export, per the manifest), the reference of :meth:`gzip_ratio`.
     """
 
     model_dir: Path
@@ -70,6 +74,15 @@ class ExportResult:
     failures: dict[str, str] = field(default_factory=dict)
     export_errors: dict[str, str] = field(default_factory=dict)
     sparsity: dict | None = None
+    fine_tune_lr: dict[str, float] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    fp32_size_bytes: dict[str, int] = field(default_factory=dict)
+
+    def gzip_ratio(self, entry: ArtifactEntry) -> float | None:
+        """gzip -9 size of ``entry``'s file / size of the fp32 file of its format (issue target for
+        pruned int8: <= 0.10); None when there is no fp32 file of that format or no gzip size."""
+        ref = self.fp32_size_bytes.get(entry.format.value)
+        return round(entry.size_gzip_bytes / ref, 4) if ref and entry.size_gzip_bytes else None
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class ArtifactContext:
         float_top1_acc: the float model's top-1 fraction on ``x_val``.
         sparsity: fraction of zero Conv/Dense kernel weights of the model being exported.
         progress: tqdm bars during validation.
+        timings: step name -> seconds, filled in as artifacts are made.
     """
 
     model_dir: Path
@@ -93,14 +107,27 @@ class ArtifactContext:
     float_top1_acc: float
     sparsity: float
     progress: bool
+    timings: dict = field(default_factory=dict)
 
 
 @contextmanager
-def _step(name: str):
+def _step(name: str, timings: dict | None = None):
+    """Log ``name`` and its wall time; with ``timings``, also record it there (seconds, 0.1 s)."""
     t0 = time.perf_counter()
     log.info("[export] %s ...", name)
     yield
-    log.info("[export] %s done in %.1f s", name, time.perf_counter() - t0)
+    dt = time.perf_counter() - t0
+    log.info("[export] %s done in %.1f s", name, dt)
+    if timings is not None:
+        timings[name] = round(dt, 1)
+
+
+def _calibration_source(train, cfg: ExportConfig):
+    """``train`` itself for stratified calibration; for ``calibration_sampling="random"`` a copy whose
+    labels are all 0, so its stratified ``sample`` is a uniform random subset of the same images."""
+    if cfg.calibration_sampling == "stratified":
+        return train
+    return replace(train, labels=np.zeros(len(train), dtype=np.int32))
 
 
 _MLIR_ERROR = re.compile(r"error: (.+)")
@@ -215,7 +242,7 @@ def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tup
     job = replace(job, metadata={**job.metadata, "validated_on": cpu.to_dict()})
     errors, float_layers, fallback_cost = [], (), None
     target = ctx.model_dir / name
-    with _step(f"{name}: convert + validate"), atomic_path(target) as tmp:
+    with _step(f"{name}: convert + validate", ctx.timings), atomic_path(target) as tmp:
         with _tool_step(target, f"{fmt.value} {precision.value} conversion"):
             registry.exporter(fmt, precision)(model, tmp, job)
         v = validate.validate_file(tmp, ctx.x_val, ctx.y_val, ctx.float_probs, ctx.float_top1_acc, ctx.progress)
@@ -281,7 +308,7 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
     from edgeclf._keras import set_seed
     from edgeclf.data import open_dataset
     from edgeclf.data.dataset import representative_images
-    from edgeclf.export.prune import FINE_TUNE_LR_FACTOR, FineTune
+    from edgeclf.export.prune import FineTune, qat_lr, rewound_lr
     from edgeclf.metrics import top1_accuracy
     from edgeclf.models.io import load_keras_model
     from edgeclf.train.config import check_num_classes, load_config, saved_data_config
@@ -291,7 +318,8 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
         raise ModelLoadError(f"{model_dir}: not a directory (expected an edgeclf model directory)")
     jobs = cfg.jobs()
     set_seed(cfg.seed)
-    with _step("load model and data"):
+    timings: dict[str, float] = {}
+    with _step("load model and data", timings):
         train_cfg = load_config(model_dir)
         model = load_keras_model(model_dir)
         dcfg = saved_data_config(model_dir, train_cfg, cfg.data)
@@ -301,35 +329,39 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
         x_val = x_val.astype(np.float32)
         float_probs = model.predict(x_val, batch_size=256, verbose=0)
         float_acc = top1_accuracy(float_probs, y_val)
-        rep = representative_images(*ds.train.sample(cfg.calibration_samples, cfg.seed), cfg.calibration_samples,
-                                    cfg.seed)
+        rep = representative_images(*_calibration_source(ds.train, cfg).sample(cfg.calibration_samples, cfg.seed),
+                                    cfg.calibration_samples, cfg.seed)
     log.info("[export] float model: top-1 %.4f on %d test images; %d calibration images", float_acc, len(y_val),
              len(rep))
     manifest = _manifest(model_dir, model.input_shape, train_cfg.model.name, ds.class_names, ds.name)
     manifest.float_top1_acc = round(float_acc, 5)
-    result = ExportResult(model_dir, model_dir / MANIFEST_NAME, float_acc, len(y_val))
+    result = ExportResult(model_dir, model_dir / MANIFEST_NAME, float_acc, len(y_val), timings_s=timings)
 
     ft = FineTune(train=ds.train, num_classes=ds.num_classes,
-                  batch_size=cfg.batch_size or train_cfg.batch_size, lr=train_cfg.lr * FINE_TUNE_LR_FACTOR,
+                  batch_size=cfg.batch_size or train_cfg.batch_size, lr=0.0,
                   label_smoothing=train_cfg.label_smoothing, optimizer=train_cfg.optimizer.value, seed=cfg.seed,
                   augment=train_cfg.augment)
     sparsity = 0.0
     if cfg.prune_sparsity:
         from edgeclf.export.prune import prune_model
 
-        with _step(f"prune to {cfg.prune_sparsity:.0%} ({cfg.prune_epochs} epochs)"):
-            model, report = prune_model(load_keras_model(model_dir), ft, cfg.prune_sparsity, cfg.prune_epochs)
+        lr = result.fine_tune_lr["prune"] = cfg.fine_tune_lr or rewound_lr(train_cfg, cfg.prune_epochs)
+        with _step(f"prune to {cfg.prune_sparsity:.0%} ({cfg.prune_epochs} epochs, peak lr {lr:.3g})", timings):
+            model, report = prune_model(load_keras_model(model_dir), replace(ft, lr=lr), cfg.prune_sparsity,
+                                        cfg.prune_epochs)
         result.sparsity = report.to_dict()
         sparsity = report.kernel_sparsity
     qat_model = None
     if cfg.qat:
         from edgeclf.export.qat import quantize_aware
 
-        with _step(f"quantization-aware training ({cfg.qat_epochs} epochs)"):
-            qat_model = quantize_aware(model, ft, cfg.qat_epochs, preserve_sparsity=bool(cfg.prune_sparsity))
+        lr = result.fine_tune_lr["qat"] = cfg.fine_tune_lr or qat_lr(train_cfg)
+        with _step(f"quantization-aware training ({cfg.qat_epochs} epochs, peak lr {lr:.3g})", timings):
+            qat_model = quantize_aware(model, replace(ft, lr=lr), cfg.qat_epochs,
+                                       preserve_sparsity=bool(cfg.prune_sparsity))
 
     ctx = ArtifactContext(model_dir=model_dir, x_val=x_val, y_val=y_val, float_probs=float_probs,
-                          float_top1_acc=float_acc, sparsity=sparsity, progress=progress)
+                          float_top1_acc=float_acc, sparsity=sparsity, progress=progress, timings=timings)
     for fmt, precision in jobs:
         use_qat = qat_model is not None and precision is Precision.INT8
         job = ExportJob(precision=precision, config=cfg, representative=rep,
@@ -347,7 +379,10 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
         result.artifacts.append(entry)
         write_manifest(model_dir, manifest)
     write_manifest(model_dir, manifest)
+    result.fp32_size_bytes = {a.format.value: a.size_bytes for a in manifest.artifacts
+                              if a.precision is Precision.FP32}
     write_json(model_dir / EXPORT_CONFIG_NAME, {"config": cfg.to_dict(), "sparsity": result.sparsity,
+                                                "fine_tune_lr": result.fine_tune_lr, "timings_s": timings,
                                                 "float_top1_acc": round(float_acc, 5), "n_images": len(y_val)})
     if result.export_errors:
         raise ExportError("; ".join([*result.export_errors.values(), *result.failures.values()]), result)

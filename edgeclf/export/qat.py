@@ -2,9 +2,9 @@
 
 Layers tfmot's default 8-bit registry supports are annotated and wrapped with fake-quant; the rest
 (``Rescaling``, ``Resizing``) stay float and are quantized by the converter's post-training pass
-with the representative images. A pruned model uses ``Default8BitPrunePreserveQuantizeScheme`` so
-fine-tuning keeps its zeros. Nested models (MobileNetV2's base) are not supported by tfmot's QAT
-and are refused with a clear message.
+with the representative images. A pruned model uses ``Default8BitPrunePreserveQuantizeScheme``
+(prune-preserving QAT, PQAT) so fine-tuning keeps its zeros. Nested models (MobileNetV2's base) are
+not supported by tfmot's QAT and are refused with a clear message.
 
 Sources: https://www.tensorflow.org/model_optimization/guide/quantization/training_comprehensive_guide ,
 https://www.tensorflow.org/model_optimization/guide/combine/pqat_example
@@ -45,6 +45,12 @@ def _noop_config_class(qk):
 def quantize_aware(model, ft: FineTune, epochs: int, preserve_sparsity: bool):
     """Wrap ``model`` for QAT, fine-tune ``epochs`` epochs, return the QAT model (convert with the TFLite converter).
 
+    ``preserve_sparsity`` (a pruned ``model``): prune-preserving QAT (PQAT) with
+    ``tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme``: the Conv2D/Dense weight
+    quantizers multiply each kernel by its zero mask (taken from the kernel when the layer is wrapped),
+    so the zeros of pruning stay zero through fine-tuning, BN folding and int8 conversion. Plain QAT
+    would let them drift away from zero. ``ft.lr`` is the peak rate (:func:`edgeclf.export.prune.qat_lr`).
+
     Raises:
         ConfigError: the model nests another model (tfmot QAT cannot handle it).
     """
@@ -70,12 +76,8 @@ def quantize_aware(model, ft: FineTune, epochs: int, preserve_sparsity: bool):
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
     with qk.quantize_scope({noop.__name__: noop}):
-        if preserve_sparsity:
-            from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-                default_8bit_prune_preserve_quantize_scheme as pp,
-            )
-
-            qat = qk.quantize_apply(annotated, scheme=pp.Default8BitPrunePreserveQuantizeScheme())
+        if preserve_sparsity:  # PQAT: the weight quantizers multiply the kernels by their zero masks
+            qat = qk.quantize_apply(annotated, scheme=tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
         else:
             qat = qk.quantize_apply(annotated)
     fine_tune(qat, ft, epochs, [])
