@@ -38,6 +38,23 @@ def machine() -> dict:
             "date_utc": datetime.now(timezone.utc).replace(microsecond=0).isoformat(), "python": sys.version.split()[0]}
 
 
+def add_run_args(p) -> None:
+    """The options every study shares: --python, --force, --dry-run (argparse parser ``p``)."""
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--force", action="store_true", help="replace an existing --work directory")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate only")
+
+
+def start(a, default_work_root: str, estimate_s: float) -> tuple[Path, dict]:
+    """Copy ``a.model_dir`` to ``a.work`` (default ``default_work_root/NAME``), create ``a.out`` and
+    return (the copy, the results dict with machine, paths, settings and the time estimate)."""
+    work = fresh_copy(a.model_dir, a.work or Path(default_work_root) / a.model_dir.name, a.force)
+    a.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(a).items() if k not in ("model_dir", "work", "out", "python")}
+    return work, {"machine": machine(), "model_dir": str(a.model_dir), "work": str(work),
+                  "settings": json.loads(json.dumps(settings, default=str)), "estimate_s": round(estimate_s)}
+
+
 def fresh_copy(src: Path, work: Path, force: bool) -> Path:
     """Copy model directory ``src`` to ``work`` (the original is never written). An existing ``work``
     is an error unless ``force`` (then it is replaced)."""

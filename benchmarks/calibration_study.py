@@ -29,18 +29,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from _export_study import (
     REPO,
+    add_run_args,
     artifact_row,
     export,
     fmt,
-    fresh_copy,
     int8_name,
-    machine,
     manifest,
+    start,
     write_atomic,
 )
 
@@ -102,9 +101,7 @@ def main() -> None:
     p.add_argument("--formats", default="tflite,onnx")
     p.add_argument("--export-args", default="", help="more edgeclf export options (smoke tests: --val-samples N)")
     p.add_argument("--export-seconds", type=float, default=150.0, help="one export (for the estimate)")
-    p.add_argument("--python", default=sys.executable)
-    p.add_argument("--force", action="store_true", help="replace an existing --work directory")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate only")
+    add_run_args(p)
     a = p.parse_args()
     runs = plan(a)
     est = sum(a.export_seconds + 10 * n / 1000 for n, _, _ in runs)
@@ -113,11 +110,8 @@ def main() -> None:
     print(f"{len(runs)} exports, estimated ~{est / 60:.0f} min")
     if a.dry_run:
         return
-    work = fresh_copy(a.model_dir, a.work or Path("/tmp/edgeclf-calibration") / a.model_dir.name, a.force)
-    a.out.mkdir(parents=True, exist_ok=True)
-    res = {"machine": machine(), "model_dir": str(a.model_dir), "work": str(work),
-           "settings": {k: str(v) for k, v in vars(a).items() if k not in ("model_dir", "work", "out", "python")},
-           "estimate_s": round(est), "runs": []}
+    work, res = start(a, "/tmp/edgeclf-calibration", est)
+    res["runs"] = []
     for n, s, seed in runs:
         args = ["--formats", a.formats, "--quantize", "int8", "--allow-drop", "--calibration-images", str(n),
                 "--calibration-sampling", s, "--seed", str(seed), *a.export_args.split()]

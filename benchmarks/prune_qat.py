@@ -37,14 +37,14 @@ from pathlib import Path
 
 from _export_study import (
     REPO,
+    add_run_args,
     artifact_row,
     export,
     fmt,
     fp32_sizes,
-    fresh_copy,
     int8_name,
-    machine,
     manifest,
+    start,
     write_atomic,
 )
 
@@ -153,9 +153,7 @@ def main() -> None:
     p.add_argument("--prune-slowdown", type=float, default=1.1)
     p.add_argument("--qat-slowdown", type=float, default=1.6)
     p.add_argument("--export-seconds", type=float, default=150.0, help="one export without fine-tuning")
-    p.add_argument("--python", default=sys.executable)
-    p.add_argument("--force", action="store_true", help="replace an existing --work directory")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate only")
+    add_run_args(p)
     a = p.parse_args()
     if not 0 < a.sparsity < 1 or a.prune_epochs < 1 or a.qat_epochs < 1:
         sys.exit("Error: --sparsity must be in (0, 1), --prune-epochs and --qat-epochs >= 1")
@@ -166,12 +164,8 @@ def main() -> None:
     print(f"estimated total ~{total / 60:.0f} min (+ an fp32 export if the copy has no fp32 files)")
     if a.dry_run:
         return
-    work = fresh_copy(a.model_dir, a.work or Path("/tmp/edgeclf-prune-qat") / a.model_dir.name, a.force)
-    a.out.mkdir(parents=True, exist_ok=True)
-    res = {"machine": machine(), "model_dir": str(a.model_dir), "work": str(work),
-           "settings": {k: v for k, v in vars(a).items() if k not in ("model_dir", "work", "out", "python")},
-           "estimate_s": round(total), "steps": []}
-    res["settings"] = json.loads(json.dumps(res["settings"], default=str))
+    work, res = start(a, "/tmp/edgeclf-prune-qat", total)
+    res["steps"] = []
     m = manifest(work) if (work / "manifest.json").is_file() else {"artifacts": []}
     missing = [f for f in a.formats.split(",") if f not in fp32_sizes(m)]
     if missing:
