@@ -8,10 +8,18 @@ The MobileNets' fresh bases give every image the same features (feature std 1e-1
 32 px, measured: glorot-initialised convs shrink the signal layer by layer and BatchNorm with
 identity statistics does not restore it), which makes the float model constant and any int8
 comparison meaningless; for those bases the BatchNorm moving statistics are first set to the batch
-statistics of training images (one pass in training mode). Random features do not solve the tiny
-task, so the round trip does not ask for accuracy: it checks that training froze what the recipe
-says, that both int8 files pass the export, and that the runtime agrees with a float model whose
-predictions are spread over the classes (MIN_AGREEMENT).
+statistics of training images (one pass in training mode). ``vgg16``'s base has no BatchNorm and
+mapped every image to nearly the same direction (mean cosine 0.98, a one-class float model decided
+by run-to-run noise: a flaky CI failure), so its convs get a data-dependent init instead
+(:func:`_standardise_convs`; mean cosine 0.77 after it). Its float model can still favour one class
+(90 / 0 / 0 and 59 / 3 / 28 test predictions in two runs of the same test), so the round trip checks
+every int8 file by the correlation of its class probabilities with the float model's
+(MIN_PROB_CORRELATION) and by top-1 agreement only where the float predictions are spread.
+
+Random features do not solve the tiny task, so the round trip does not ask for accuracy: it checks
+that training froze what the recipe says, that both int8 files pass the export, that the runtime's
+class probabilities track the float model's from image to image (MIN_PROB_CORRELATION), and that
+its top-1 agrees with a float model whose predictions are spread over the classes (MIN_AGREEMENT).
 """
 
 from __future__ import annotations
@@ -39,6 +47,13 @@ HEAVY = {"mobilenet_v3_small", "mobilenet_v3_large", "efficientnetv2_b0", "resne
 #: float models this threshold cannot separate from a broken path (docs/models.md, "Known weakness
 #: of the round trip"): the fix is float models that solve the task and the real export gate.
 MIN_AGREEMENT = 0.55
+#: Mean per-class Pearson correlation, across the 90 test images, between the float and the int8
+#: probabilities (:func:`_probability_correlation`). One run each, 2026-12-01, AMD EPYC Zen 4
+#: (avx512_vnni): correct input 0.66-0.95 for the five MobileNets (TFLite and ONNX), 0.996 for vgg16;
+#: the same files fed pixels x 0.5, BGR order or 255 - pixels: -0.08 to 0.52 for the MobileNets, but
+#: 0.35-0.83 for vgg16 (whose random features barely react to the input; docs/models.md). Unlike top-1
+#: agreement it still checks the file when the float model favours one class.
+MIN_PROB_CORRELATION = 0.5
 
 
 def _params(names):
@@ -232,6 +247,27 @@ def test_alpha_without_imagenet_weights_is_refused():
 # ---------------------------------------------------------------- train -> int8 export -> runtime
 
 
+def _standardise_convs(base, base_input) -> None:
+    """Data-dependent init of a base without BatchNorm (``vgg16``), in place: layer by layer, each
+    ``Conv2D``'s kernel and bias are rescaled so its pre-activation has zero mean and unit variance
+    per channel on ``base_input`` (the centring of Kraehenbuehl et al. 2015, "Data-dependent
+    Initializations of Convolutional Neural Networks"; the scaling of Mishkin & Matas 2016, LSUV).
+
+    Why: glorot-initialised ReLU convs without biases map every image to nearly the same direction
+    (vgg16 at 32 px: mean cosine 0.98 between two images' features, all predicted as one class,
+    measured), and their scale (0.08) left the head's first steps to the common direction;
+    centred, unit-variance pre-activations (as BatchNorm gives the other bases) bring the cosine to
+    0.77 and the scale to 1 (measured).
+    """
+    for conv in [layer for layer in base.layers if isinstance(layer, L.Conv2D) and layer.use_bias]:
+        activation, conv.activation = conv.activation, keras.activations.linear
+        pre = keras.Model(base.inputs, conv.output)(base_input).numpy()
+        conv.activation = activation
+        mean, std = pre.mean(axis=(0, 1, 2)), pre.std(axis=(0, 1, 2)) + 1e-6
+        kernel, bias = conv.get_weights()
+        conv.set_weights([kernel / std, (bias - mean) / std])
+
+
 def _base_weights_for_the_test(model, images: np.ndarray, path) -> dict[str, list[np.ndarray]]:
     """Save ``model``'s base weights as the test's stand-in for pretrained weights (module docstring).
 
@@ -253,8 +289,20 @@ def _base_weights_for_the_test(model, images: np.ndarray, path) -> dict[str, lis
             bn.moving_mean.assign(tf.reduce_mean(t, axis=(0, 1, 2)))
             bn.moving_variance.assign(tf.math.reduce_variance(t, axis=(0, 1, 2)))
             bn.trainable = False
+    if not any(isinstance(layer, L.BatchNormalization) for layer in base.layers):
+        _standardise_convs(base, base_input)
     base.save_weights(path)
     return {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.layers}
+
+
+def _probability_correlation(float_probs: np.ndarray, int8_probs: np.ndarray) -> float:
+    """Mean over classes of the Pearson correlation, across images, between the float model's and an
+    int8 file's probability of that class; float (N, C) each. Classes whose float probability does
+    not vary (std < 1e-6) are left out. A faithful int8 file tracks the float model's image-to-image
+    changes even when both favour one class (where top-1 agreement says nothing)."""
+    rs = [np.corrcoef(float_probs[:, c], int8_probs[:, c])[0, 1] for c in range(float_probs.shape[1])
+          if float_probs[:, c].std() > 1e-6 and int8_probs[:, c].std() > 1e-6]
+    return float(np.mean(rs)) if rs else 0.0
 
 
 @pytest.fixture(scope="module")
@@ -318,14 +366,18 @@ def test_backbone_trains_exports_int8_and_the_runtime_reproduces_it(roundtrip, n
                                                                    ("model_int8.onnx", "ok")]
     assert export.failures == {}
     x = load_dataset(load_config(model_dir).data, progress=False).x_test.astype(np.float32)
-    float_top1 = model.predict(x, verbose=0).argmax(1)
-    # two or more classes predicted for 5+ images each: otherwise agreeing with it would be trivial
-    assert (np.bincount(float_top1, minlength=3) >= 5).sum() >= 2, "the float model predicts one class"
+    float_probs = model.predict(x, verbose=0)
+    float_top1 = float_probs.argmax(1)
+    # two or more classes predicted for 5+ images each: otherwise top-1 agreement would be trivial and
+    # only the probability correlation checks the int8 file
+    spread = (np.bincount(float_top1, minlength=3) >= 5).sum() >= 2
     for artifact in ("model_int8.tflite", "model_int8.onnx"):
         clf = load_classifier(model_dir, artifact=artifact)
         try:
-            top1 = clf.predict(x).argmax(1)
+            probs = clf.predict(x)
         finally:
             clf.close()
-        agreement = float(np.mean(top1 == float_top1))
-        assert agreement >= MIN_AGREEMENT, f"{artifact}: top-1 agreement {agreement:.3f}"
+        r = _probability_correlation(float_probs, probs)
+        assert r >= MIN_PROB_CORRELATION, f"{artifact}: probability correlation with the float model {r:.3f}"
+        agreement = float(np.mean(probs.argmax(1) == float_top1))
+        assert not spread or agreement >= MIN_AGREEMENT, f"{artifact}: top-1 agreement {agreement:.3f}"
