@@ -207,6 +207,15 @@ def test_interrupted_training_keeps_the_best_weights_and_writes_the_directory(ti
         np.testing.assert_array_equal(a, b)
 
 
+def test_without_a_validation_split_no_validation_top1_is_reported(tiny_data_dir, tmp_path):
+    # the checkpoint ranks epochs by training top-1 then; metrics.json must not call that validation
+    cfg = _tiny_cfg(tiny_data_dir, tmp_path, data=DataConfig(source=str(tiny_data_dir), val_split=0.0, limit=60,
+                                                             seed=0), name="noval")
+    m = train(cfg, progress=False).metrics
+    assert m["n_val"] == 0 and m["epochs_run"] == 1
+    assert m["best_val_top1_acc"] is None
+
+
 class _Raise(keras.callbacks.Callback):
     def __init__(self, exc: BaseException):
         super().__init__()

@@ -309,7 +309,8 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
         metrics.update({
             "model": cfg.model.name, "dataset": ds.name, "test_split": ds.test_split_name,
             "n_train": len(ds.train), "n_val": len(ds.val),
-            "best_val_top1_acc": round(float(best), 4) if best is not None else None,
+            # without a validation split the checkpoint ranks epochs by training top-1: not a validation number
+            "best_val_top1_acc": round(float(best), 4) if best is not None and len(ds.val) else None,
             "train_seconds": round(float(ckpt.state["train_seconds"]), 1), "epochs_run": len(history),
             "interrupted": interrupted, "resumed": int(ckpt.state["sessions"]) - 1,
             "teacher": cfg.distill.teacher if cfg.distill else None,
