@@ -19,7 +19,7 @@ NOTEBOOKS = (
     ("ResNet50 transfer notebook", "88.82 %", "ImageNet ResNet50 transfer learning (claimed by the notebook)"),
 )
 # results directories of edgeclf runs, in table order
-RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-mobilenet_v2-r1",
+RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-mobilenet_v2-r1",
         "cifar10-mobilenet_v2")
 # runs trained before their architecture was renamed: results dir -> today's --model name
 # (round 1 and round 2's first `cnn` was the ResNet-9 layout, now `cnn-resnet9`)
@@ -52,6 +52,16 @@ def _command(cfg: dict) -> str:
     for key, value in sorted(MODELS[model["name"]].recipe.items()):  # the training recipe where it differs
         if key in cfg and cfg[key] != value:
             parts.append(f"--{key.replace('_', '-')} {cfg[key]}")
+    if cfg.get("augment", {}).get("cutout_px"):
+        parts.append(f"--cutout {cfg['augment']['cutout_px']}")
+    if cfg.get("mixed_precision"):
+        parts.append("--mixed-precision")
+    if cfg.get("distill"):  # the teacher by its model directory's name (its results are another row)
+        d = cfg["distill"]
+        parts.append(f"--teacher {Path(d['teacher']).name}")
+        parts += [f"--{flag} {d[key]}" for key, flag, default in (("alpha", "distill-alpha", 0.9),
+                                                                 ("temperature", "temperature", 4.0))
+                  if key in d and d[key] != default]
     return " ".join(parts)
 
 
