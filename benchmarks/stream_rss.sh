@@ -78,13 +78,21 @@ for name in ("stream", "small-memory", "small-stream"):
     rows[name] = {"n_train": m["n_train"], "train_seconds": m["train_seconds"],
                   "train_images_per_s": round(m["n_train"] / m["train_seconds"], 1) if m["train_seconds"] else None,
                   "peak_rss_bytes": rss_kb * 1024, "wall_seconds": round(secs, 1)}
-out = {"model": model, "batch_size": batch, "epochs": 1, "in_memory_estimate": est, "runs": rows}
+import datetime
+from edgeclf.bench.machine import machine_facts
+mach = machine_facts(threads=0)
+date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+out = {"model": model, "batch_size": batch, "epochs": 1, "date_utc": date, "machine": mach,
+       "in_memory_estimate": est, "runs": rows}
 (results / "stream_rss.json").write_text(json.dumps(out, indent=2) + "\n")
 gib = 1024 ** 3
 md = [f"# Streaming vs in-memory input: {model}, input {est['input_size']} px, batch {batch}, one epoch", "",
       f"Folder: {est['n_images']} JPEGs (224x224). In-memory path: {est['decoded_bytes'] / gib:.2f} GiB decoded, "
       f"~{est['in_memory_peak_estimate_bytes'] / gib:.2f} GiB at its peak (arrays + tf.data copy); "
       f"automatic choice: {est['auto_choice']} ({est['why']}).", "",
+      f"`bash benchmarks/stream_rss.sh` (MODEL={model}, INPUT_SIZE={est['input_size']}), {date}, "
+      f"{mach['cpu_model']}, {mach['logical_cores']} logical cores, flags: "
+      f"{' '.join(f for f, on in mach['simd_flags'].items() if on)}.", "",
       "| run | train images | images/s (fit) | wall s | peak RSS GiB |", "| --- | ---: | ---: | ---: | ---: |"]
 for name, r in rows.items():
     md.append(f"| {name} | {r['n_train']} | {r['train_images_per_s']} | {r['wall_seconds']} | "
