@@ -189,3 +189,23 @@ def test_predict_cli_reports_newer_manifest(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and str(path) in lines[0], r.stderr
     assert f"schema_version {SCHEMA_VERSION + 1} is newer" in lines[0]
+
+
+def test_fallback_record_round_trip_and_older_record_loads():
+    """The fallback record: kept / ranking / attempts round-trip; a record written before those fields
+    (the last attempt was kept) loads with kept "last", ranking "snr", no attempts."""
+    from edgeclf.runtime.manifest import FallbackAttempt, FallbackCost
+
+    fb = FallbackCost(acc_drop_pp_int8=0.69, size_bytes_int8=2_500_000, latency_ms_p50_int8=1.0, latency_ms_p50=1.2,
+                      within_budget=False, kept="best", ranking="measured",
+                      attempts=[FallbackAttempt(["a"], 0.5, probe=True), FallbackAttempt(["a", "b"], 2.3)])
+    entry = ArtifactEntry("model_int8.tflite", Format.TFLITE, Precision.INT8, float_layers=["a"], fallback=fb)
+    back = ArtifactEntry.from_dict(json.loads(json.dumps(entry.to_dict())))
+    assert back == entry and back.fallback.attempts[0] == FallbackAttempt(["a"], 0.5, True)
+    old = {"file": "model_int8.tflite", "format": "tflite", "precision": "int8", "float_layers": ["a", "b"],
+           "fallback": {"acc_drop_pp_int8": 0.69, "size_bytes_int8": 2500000, "latency_ms_p50_int8": 1.0,
+                        "latency_ms_p50": 1.3, "within_budget": False}}
+    fb_old = ArtifactEntry.from_dict(old).fallback
+    assert (fb_old.kept, fb_old.ranking, fb_old.attempts, fb_old.latency_ms_p50) == ("last", "snr", [], 1.3)
+    with pytest.raises(ManifestError, match="kept"):
+        ArtifactEntry.from_dict({**old, "fallback": {**old["fallback"], "kept": "random"}})

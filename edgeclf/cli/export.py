@@ -13,6 +13,7 @@ from edgeclf.export.config import (
     CALIBRATION_SAMPLING,
     DEFAULT_FORMATS,
     DEFAULT_PRECISIONS,
+    FALLBACK_RANKINGS,
     ExportConfig,
     Int8Io,
     OnnxInt8Recipe,
@@ -59,6 +60,11 @@ def int8_notes(artifacts) -> list[str]:
         if a.fallback is not None:
             fb = a.fallback
             verdict = "within budget" if fb.within_budget else "layer limit reached, still over budget"
+            if fb.kept == "best":
+                verdict += (f"; kept the best of {len(fb.attempts)} attempt(s)" if a.float_layers else
+                            f"; kept the all-int8 file, none of {len(fb.attempts)} attempt(s) was better")
+            if fb.ranking != "snr":
+                verdict += f"; {fb.ranking} ranking"
             out.append(f"  fallback: {len(a.float_layers)} float layer(s) [{', '.join(a.float_layers)}]: drop "
                        f"{fb.acc_drop_pp_int8:+.2f} -> {a.validation.acc_drop_pp:+.2f} points ({verdict}); size "
                        f"{_mb(fb.size_bytes_int8)} -> {_mb(a.size_bytes)}; p50 {fb.latency_ms_p50_int8:.3f} -> "
@@ -107,17 +113,22 @@ def int8_notes(artifacts) -> list[str]:
               help="Per-layer quantization error (SNR, MSE) of each int8 artifact on the calibration images: "
                    "quant_report_<file>.csv + .png in MODEL_DIR, worst 5 layers in the table.")
 @click.option("--fallback", is_flag=True,
-              help="When an int8 artifact fails --max-accuracy-drop, keep its most sensitive layers in float "
-                   "until it passes or --fallback-max-layers is reached.")
+              help="When an int8 artifact fails --max-accuracy-drop, keep its most sensitive layers in float, "
+                   "one more at a time, until it passes or --fallback-max-layers is reached; if none passes, "
+                   "the attempt (or the all-int8 file) with the smallest drop is kept.")
 @click.option("--fallback-max-layers", type=int, default=8, show_default=True,
               help="At most this many layers in float with --fallback.")
+@click.option("--fallback-ranking", type=click.Choice(list(FALLBACK_RANKINGS)), default="snr", show_default=True,
+              help="Order --fallback adds layers in. snr: lowest SNR of the per-layer quantization report first "
+                   "(no extra conversion). measured: each of the --fallback-max-layers lowest-SNR layers tried "
+                   "alone in float, smallest accuracy drop first (that many more conversions + validations).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Fine-tuning batch size (pruning, QAT); default: the training run's.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, fine_tune_lr, calibration_samples,
                calibration_sampling, data, max_accuracy_drop, allow_drop, val_samples, tflite_int8, int8_io, onnx_int8, quant_report, fallback, fallback_max_layers,
-               batch_size, seed):
+               fallback_ranking, batch_size, seed):
     """Prune/quantize MODEL_DIR/model.keras, write .tflite/.onnx files, validate each, update manifest.json."""
     try:
         cfg = ExportConfig(formats=parse_formats(formats),
@@ -128,7 +139,7 @@ def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epoch
                            max_accuracy_drop_pp=max_accuracy_drop, allow_drop=allow_drop, val_samples=val_samples,
                            tflite_int8=TfliteInt8Quantizer(tflite_int8), int8_io=Int8Io(int8_io),
                            onnx_int8=OnnxInt8Recipe(onnx_int8), quant_report=quant_report, fallback=fallback,
-                           fallback_max_layers=fallback_max_layers,
+                           fallback_max_layers=fallback_max_layers, fallback_ranking=fallback_ranking,
                            batch_size=batch_size, seed=seed)
     except ConfigError as exc:
         raise click.UsageError(one_line(exc)) from None

@@ -92,6 +92,7 @@ DEFAULT_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
 
 #: How calibration images are drawn from the training split (:attr:`ExportConfig.calibration_sampling`).
 CALIBRATION_SAMPLING = ("stratified", "random")
+FALLBACK_RANKINGS = ("snr", "measured")   # --fallback-ranking; edgeclf.export.fallback
 
 
 def _parse_choices(text: str, enum, flag: str, choices: str, aliases: dict[str, str]) -> tuple:
@@ -150,9 +151,13 @@ class ExportConfig:
         onnx_int8: the int8 ONNX recipe (``auto``: :func:`choose_onnx_recipe` for the export CPU).
         quant_report: write a per-layer quantization error report (CSV + PNG) for each int8 artifact.
         fallback: when an int8 artifact fails the accuracy gate, keep its most sensitive layers
-            (lowest SNR in the report) in float, one more at a time, until it passes or
-            ``fallback_max_layers`` layers are float.
+            in float, one more at a time, until it passes or ``fallback_max_layers`` layers are
+            float; if none passes, the attempt (or the all-int8 file) with the smallest drop is kept.
         fallback_max_layers: the limit of ``fallback``.
+        fallback_ranking: the order ``fallback`` adds layers in: ``"snr"`` (lowest SNR in the quant
+            report first; no extra conversion) or ``"measured"`` (the top ``fallback_max_layers`` SNR
+            layers each tried alone in float, smallest drop first: that many more conversions and
+            validation passes). See :mod:`edgeclf.export.fallback`.
         batch_size: fine-tuning batch size (pruning, QAT); None = the training run's batch size.
         seed: seed for sampling and fine-tuning.
     """
@@ -176,6 +181,7 @@ class ExportConfig:
     quant_report: bool = False
     fallback: bool = False
     fallback_max_layers: int = 8
+    fallback_ranking: str = "snr"
     batch_size: int | None = None
     seed: int = 0
 
@@ -214,6 +220,12 @@ class ExportConfig:
                                   "ai-edge-quantizer")
         if self.fallback_max_layers < 1:
             raise ConfigError(f"--fallback-max-layers must be >= 1, got {self.fallback_max_layers}")
+        if self.fallback_ranking not in FALLBACK_RANKINGS:
+            raise ConfigError(f"--fallback-ranking must be one of {', '.join(FALLBACK_RANKINGS)}, "
+                              f"got {self.fallback_ranking!r}")
+        if self.fallback_ranking != "snr" and not self.fallback:
+            raise ConfigError(f"--fallback-ranking {self.fallback_ranking} orders the --fallback layers but "
+                              "--fallback is off (add --fallback)")
         if self.qat and self.qat_epochs < 1:
             raise ConfigError("--qat needs --qat-epochs >= 1")
         if self.precisions is not None:

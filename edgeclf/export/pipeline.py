@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -202,7 +204,11 @@ def _quantizer(fmt: Format, job: ExportJob) -> str | None:
 def _fallback(model, fmt: Format, job: ExportJob, ctx: ArtifactContext, tmp: Path, v_int8: Validation,
               ranked: list[str]) -> tuple[Validation, tuple[str, ...], FallbackCost | None]:
     """Re-make ``tmp`` with the most sensitive ``ranked`` layers in float until the gate passes or the
-    limit is reached (:mod:`edgeclf.export.fallback`); -> (validation, float layers, cost)."""
+    limit is reached (:mod:`edgeclf.export.fallback`); -> (validation, float layers, cost) of the file
+    left at ``tmp``: the first attempt within the budget, else the best attempt or the all-int8 file.
+
+    Each new best file is copied aside while it is written (``keep``) and the last copy is written
+    back at the end (see :func:`edgeclf.export.fallback.search` for why copies, not a re-make)."""
     from edgeclf.export import fallback, registry, validate
 
     image = ctx.x_val[:1]
@@ -212,11 +218,21 @@ def _fallback(model, fmt: Format, job: ExportJob, ctx: ArtifactContext, tmp: Pat
         registry.exporter(fmt, job.precision)(model, tmp, replace(job, float_layers=layers))
         return validate.validate_file(tmp, ctx.x_val, ctx.y_val, ctx.float_probs, ctx.float_top1_acc, ctx.progress)
 
-    out = fallback.search(ranked, attempt, job.config.max_accuracy_drop_pp, job.config.fallback_max_layers)
-    if out is None:
-        return v_int8, (), None
-    return out.validation, out.float_layers, fallback.cost(v_int8, size_int8, latency_int8, tmp, image,
-                                                            out.within_budget)
+    with tempfile.TemporaryDirectory(prefix="edgeclf-fallback-") as side:
+        copy, kept = Path(side) / tmp.name, []
+
+        def keep(layers: tuple[str, ...]) -> None:
+            shutil.copyfile(tmp, copy)
+            kept[:] = [layers]
+
+        out = fallback.search(ranked, attempt, job.config.max_accuracy_drop_pp, job.config.fallback_max_layers,
+                              int8=v_int8, ranking=job.config.fallback_ranking, keep=keep)
+        if out is None:
+            return v_int8, (), None
+        if kept != [out.float_layers]:   # search's contract: the last keep() names the kept file
+            raise RuntimeError(f"fallback kept {out.float_layers} but the last copy is of {kept}")
+        shutil.copyfile(copy, tmp)
+    return out.validation, out.float_layers, fallback.cost(v_int8, size_int8, latency_int8, tmp, image, out)
 
 
 def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tuple[ArtifactEntry, str | None]:
@@ -255,7 +271,8 @@ def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tup
                 quant_report.write_report(ctx.model_dir, name, errors)
         if wants_fallback:
             ranked = list(dict.fromkeys(e.layer for e in quant_report.worst_layers(errors, None)))
-            with _step(f"{name}: accuracy-aware fallback (at most {cfg.fallback_max_layers} float layers)"), \
+            with _step(f"{name}: accuracy-aware fallback (at most {cfg.fallback_max_layers} float layers, "
+                       f"{cfg.fallback_ranking} ranking)"), \
                     _tool_step(target, "fallback conversion"):
                 v, float_layers, fallback_cost = _fallback(model, fmt, job, ctx, tmp, v, ranked)
             failure = validate.gate_message(name, v, cfg.max_accuracy_drop_pp)

@@ -272,12 +272,40 @@ class LayerError:
 
 
 @dataclass(frozen=True)
+class FallbackAttempt:
+    """One file ``--fallback`` made and validated: its float layers and its top-1 drop (points).
+
+    ``probe``: a ``--fallback-ranking measured`` measurement (that one layer alone in float, made to
+    rank the candidates) rather than a step of the cumulative search.
+    """
+
+    float_layers: list[str]
+    acc_drop_pp: float
+    probe: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FallbackAttempt:
+        return cls(float_layers=[str(x) for x in d["float_layers"]], acc_drop_pp=float(d["acc_drop_pp"]),
+                   probe=bool(d.get("probe", False)))
+
+
+FALLBACK_KEPT = ("within-budget", "best", "last")
+
+
+@dataclass(frozen=True)
 class FallbackCost:
     """What ``--fallback`` (layers kept in float) cost: the all-int8 file vs the one written.
 
     Sizes in bytes; latencies batch-1 p50 in ms on the export machine, 1 engine thread;
     ``acc_drop_pp_int8`` the all-int8 file's drop (points); ``within_budget`` False when the layer
     limit was reached first.
+
+    ``kept`` says which file was written: ``"within-budget"`` the first attempt within the budget
+    (the fewest float layers that pass); ``"best"`` none passed, so the one with the smallest drop
+    among every attempt *and* the all-int8 file (when that is the all-int8 file, the entry's
+    ``float_layers`` is [] and the cost figures equal the int8 ones); ``"last"`` manifests written before this field (edgeclf kept the last
+    attempt). ``ranking``: how the candidate layers were ordered (``--fallback-ranking``: ``snr``,
+    ``measured``). ``attempts``: every file made, in order (empty in older manifests).
     """
 
     acc_drop_pp_int8: float
@@ -285,6 +313,20 @@ class FallbackCost:
     latency_ms_p50_int8: float
     latency_ms_p50: float
     within_budget: bool
+    kept: str = "last"
+    ranking: str = "snr"
+    attempts: list[FallbackAttempt] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kept not in FALLBACK_KEPT:
+            raise ValueError(f"fallback kept {self.kept!r} is not one of {', '.join(FALLBACK_KEPT)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FallbackCost:
+        """Parse the ``fallback`` record (older ones without kept/ranking/attempts take the defaults)."""
+        kw = dict(d)
+        kw["attempts"] = [FallbackAttempt.from_dict(a) for a in d.get("attempts") or []]
+        return cls(**kw)
 
 
 _RECORDS = {"input_quantization": QuantParams, "output_quantization": QuantParams, "int8_weights": Int8Weights,
@@ -311,7 +353,8 @@ class ArtifactEntry:
         created: ISO-8601 UTC time of the export.
         validated_on: the CPU the validation ran on (int8 kernel class; :mod:`edgeclf.runtime.cpu`).
         float_layers: layers ``--fallback`` kept in float (TFLite tensor / ONNX node names), [] = all int8.
-        fallback: the size/latency cost of those float layers, None without fallback.
+        fallback: the size/latency cost of those float layers, which attempt was kept and every attempt
+            made; None without fallback.
         worst_layers: the (up to 5) layers with the lowest SNR in the ``--quant-report``, worst first.
     """
 
@@ -372,7 +415,7 @@ class ArtifactEntry:
             kw["tools"] = {str(k): str(v) for k, v in (d.get("tools") or {}).items()}
             for key, record in _RECORDS.items():
                 if d.get(key) is not None:
-                    kw[key] = record(**d[key])
+                    kw[key] = record.from_dict(d[key]) if hasattr(record, "from_dict") else record(**d[key])
             if d.get("validated_on") is not None:
                 kw["validated_on"] = CpuFeatures.from_dict(d["validated_on"])
             kw["float_layers"] = [str(x) for x in d.get("float_layers") or []]
