@@ -100,11 +100,15 @@ def test_flatten_refuses_a_subclassed_submodel():
         flatten_model(keras.Model(x, Sub()(x), name="outer"))
 
 
-#: top-1 agreement of the QAT int8 files with the float model on the 90 test images; see the test
-MIN_QAT_AGREEMENT = 0.0
+#: top-1 agreement of the QAT int8 files with the float model on the 90 test images. Measured once
+#: (2026-12-01, 2-core EPYC, nice 19 beside a benchmark): 0.578 TFLite and 0.578 ONNX, float top-1
+#: spread 21 / 18 / 51 (chance agreement for that spread ~0.4). Without the activation-range pass
+#: (qat._calibrate_ranges) the same setup gave 0.367 / 0.378. The float model is near chance (random
+#: base features, see tests/test_backbones.py), so this checks a working path, not accuracy.
+MIN_QAT_AGREEMENT = 0.45
 
 
-@pytest.mark.slow  # 5-9 minutes of wall time on a loaded 2-core machine (training + QAT + two conversions)
+@pytest.mark.slow  # 2.6 minutes on a loaded 2-core machine (training + QAT + two conversions + validation)
 def test_qat_export_of_mobilenet_v2(tmp_path):
     """``edgeclf export DIR --quantize int8 --qat --qat-epochs 1`` on a tiny trained mobilenet_v2."""
     from click.testing import CliRunner
@@ -132,7 +136,7 @@ def test_qat_export_of_mobilenet_v2(tmp_path):
     d = train(cfg, progress=False).model_dir
 
     r = CliRunner().invoke(cli, ["export", str(d), "--quantize", "int8", "--qat", "--qat-epochs", "1",
-                                 "--allow-drop"])
+                                 "--max-accuracy-drop", "100"])  # near-chance float model: the drop is noise
     assert r.exit_code == 0, r.output
     entries = {a["file"]: a for a in json.loads((d / "manifest.json").read_text())["artifacts"]}
     assert set(entries) == {"model_qat_int8.tflite", "model_qat_int8.onnx"}
