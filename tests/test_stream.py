@@ -69,6 +69,7 @@ def test_corrupt_files_are_skipped_counted_and_over_the_threshold_stop(tmp_path)
 
 
 def test_training_stops_on_too_many_corrupt_files(tmp_path, monkeypatch):
+    from edgeclf._keras import keras
     from edgeclf.data import AugmentConfig
     from edgeclf.models import MODELS, ModelConfig
     from edgeclf.train import train
@@ -134,6 +135,7 @@ def test_automatic_choice(folder, monkeypatch):
 
 
 def test_train_on_the_streaming_path_with_class_weights(tiny_data_dir, tmp_path):
+    from edgeclf._keras import keras
     from edgeclf.data import AugmentConfig
     from edgeclf.models import MODELS, ModelConfig
     from edgeclf.models.io import load_keras_model
@@ -146,8 +148,13 @@ def test_train_on_the_streaming_path_with_class_weights(tiny_data_dir, tmp_path)
                       augment=AugmentConfig(flip=True, translate_px=2), epochs=3, batch_size=32,
                       optimizer=Optimizer.ADAM, lr=3e-3, weight_decay=0.0, label_smoothing=0.0,
                       class_weight=ClassWeight.BALANCED, name="st", out=str(tmp_path / "o"), seed=0)
-    result = train(cfg, progress=False)
+    steps = []  # optimizer.iterations after each epoch (tf_keras counts one too many in the first
+    # epoch of an unknown-cardinality dataset; edgeclf.train.fit.ExactStepCount corrects it)
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: steps.append(int(record.model.optimizer.iterations)))
+    result = train(cfg, progress=False, extra_callbacks=[record])
     m = result.metrics
     assert m["n_train"] == 324 and m["n_val"] == 36 and m["n_test"] == 90
+    assert steps == [11, 22, 33]  # ceil(324 / 32) = 11 steps per epoch: the schedule sees the true count
     assert m["top1_acc"] > 0.5  # learned the textures (chance: 1/3)
     assert load_keras_model(result.model_dir).input_shape == (None, 32, 32, 3)
