@@ -69,7 +69,6 @@ def test_corrupt_files_are_skipped_counted_and_over_the_threshold_stop(tmp_path)
 
 
 def test_training_stops_on_too_many_corrupt_files(tmp_path, monkeypatch):
-    from edgeclf._keras import keras
     from edgeclf.data import AugmentConfig
     from edgeclf.models import MODELS, ModelConfig
     from edgeclf.train import train
