@@ -157,3 +157,22 @@ def test_qat_export_of_mobilenet_v2(tmp_path):
         agreement = float(np.mean(probs.argmax(1) == float_top1))
         print(name, "top-1 agreement", agreement, "float spread", np.bincount(float_top1, minlength=3))
         assert agreement >= MIN_QAT_AGREEMENT, f"{name}: top-1 agreement {agreement:.3f}"
+
+
+def test_depthwise_spread_flags_kernels_per_tensor_qat_would_crush():
+    """A depthwise kernel with one channel 56x wider than the rest (the ImageNet mobilenet_v2's
+    expanded_conv_depthwise pattern) is flagged; the same kernel without the outlier is not."""
+    from edgeclf.export.qat import DEPTHWISE_SPREAD_WARN, depthwise_spread
+
+    inputs = keras.Input((8, 8, 16))
+    model = keras.Model(inputs, L.DepthwiseConv2D(3, name="dw")(inputs))
+    rng = np.random.default_rng(0)
+    kernel = rng.uniform(-1.0, 1.0, (3, 3, 16, 1)).astype(np.float32)
+    kernel[:, :, :, 0] /= np.abs(kernel).max(axis=(0, 1, 3))  # every channel spans exactly +-1
+    model.get_layer("dw").set_weights([kernel, np.zeros(16, np.float32)])
+    assert depthwise_spread(model) == []
+    kernel[1, 1, 5, 0] = 56.0
+    model.get_layer("dw").set_weights([kernel, np.zeros(16, np.float32)])
+    [(name, top, median)] = depthwise_spread(model)
+    assert name == "dw" and top == pytest.approx(56.0) and median == pytest.approx(1.0)
+    assert top / median > DEPTHWISE_SPREAD_WARN
