@@ -29,6 +29,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from _bn_stats import set_base_bn_stats
 
 from edgeclf._keras import keras, tf
 from edgeclf.errors import ConfigError, WeightsError
@@ -281,14 +282,7 @@ def _base_weights_for_the_test(model, images: np.ndarray, path) -> dict[str, lis
     base = transfer.base_model(model)
     base_input = keras.Model(model.inputs, base.get_input_at(len(base.inbound_nodes) - 1))(images)
     if float(np.std(base(base_input, training=False))) < 1e-6:
-        bns = [layer for layer in base.layers if isinstance(layer, L.BatchNormalization)]
-        for bn in bns:
-            bn.trainable = True  # a non-trainable BatchNorm ignores training=True
-        stats = keras.Model(base.inputs, [bn.input for bn in bns])(base_input, training=True)
-        for bn, t in zip(bns, stats):
-            bn.moving_mean.assign(tf.reduce_mean(t, axis=(0, 1, 2)))
-            bn.moving_variance.assign(tf.math.reduce_variance(t, axis=(0, 1, 2)))
-            bn.trainable = False
+        set_base_bn_stats(model, images)
     if not any(isinstance(layer, L.BatchNormalization) for layer in base.layers):
         _standardise_convs(base, base_input)
     base.save_weights(path)

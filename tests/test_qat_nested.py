@@ -12,8 +12,9 @@ import json
 
 import numpy as np
 import pytest
+from _bn_stats import set_base_bn_stats
 
-from edgeclf._keras import keras, tf
+from edgeclf._keras import keras
 from edgeclf.errors import ConfigError
 from edgeclf.models import MODELS, ModelConfig, build_model, transfer
 
@@ -28,20 +29,7 @@ def _pixels(shape, seed=1) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
 
 
-def _usable(model, images: np.ndarray):
-    """``model`` with its base's BatchNorm moving statistics set to the batch statistics of ``images``
-    (float32 (N, H, W, C) [0, 255]), in place; the BatchNorms stay frozen."""
-    base = transfer.base_model(model)
-    base_input = keras.Model(model.inputs, base.get_input_at(len(base.inbound_nodes) - 1))(images)
-    bns = [layer for layer in base.layers if isinstance(layer, L.BatchNormalization)]
-    for bn in bns:
-        bn.trainable = True  # a non-trainable BatchNorm ignores training=True
-    stats = keras.Model(base.inputs, [bn.input for bn in bns])(base_input, training=True)
-    for bn, t in zip(bns, stats):
-        bn.moving_mean.assign(tf.reduce_mean(t, axis=(0, 1, 2)))
-        bn.moving_variance.assign(tf.math.reduce_variance(t, axis=(0, 1, 2)))
-        bn.trainable = False
-    return model
+_usable = set_base_bn_stats
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 3), (28, 28, 1)])  # grey: Concatenate([x, x, x]) + Resizing
