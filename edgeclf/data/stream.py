@@ -9,7 +9,8 @@ listed files:
 2. parallel decode + resize (``num_parallel_calls=AUTOTUNE``) through the one preprocessing
    definition, :func:`edgeclf.data.folders.decode_resized` (OpenCV decode, RGB/grey, the
    INTER_AREA/INTER_LINEAR resize rule), called via ``tf.numpy_function``; OpenCV releases the GIL,
-   so the threads decode in parallel. The pixels are exactly those of the in-memory path;
+   so the threads decode in parallel, released in input order (``deterministic=True``: the same
+   seed gives the same batches). The pixels are exactly those of the in-memory path;
 3. files that fail to decode are dropped (``filter``) and counted; :meth:`FileSplit.check` raises
    DataError as soon as their number exceeds ``max_bad_fraction`` of the listed files (the fit loop
    checks after every batch). So corrupt files cost nothing extra: they are found by the decode
@@ -147,7 +148,9 @@ class FileSplit:
         def drop_flag(img, i, ok):
             return img, i
 
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+        # deterministic: the same --seed gives the same batches (reproducible runs); parallel decode
+        # still overlaps, results are only released in order
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.filter(decoded).map(drop_flag)
         if self.cache is not None:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
