@@ -100,14 +100,14 @@ class ExactStepCount(keras.callbacks.Callback):
     """
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._batches = int(self.model.optimizer.iterations), 0
+        self._start, self._batches = int(keras.backend.get_value(self.model.optimizer.iterations)), 0
 
     def on_train_batch_end(self, batch, logs=None):
         self._batches += 1
 
     def on_epoch_end(self, epoch, logs=None):
         taken = self._start + self._batches
-        if int(self.model.optimizer.iterations) != taken:
+        if int(keras.backend.get_value(self.model.optimizer.iterations)) != taken:
             self.model.optimizer.iterations.assign(taken)
 
 
