@@ -63,6 +63,15 @@ def _input_size_help() -> str:
             f"the model needs on the longer side ({', '.join(caps)}); the size chosen is logged.")
 
 
+def _img_size_help() -> str:
+    sizes: dict[int, list[str]] = {}
+    for n, s in MODELS.items():
+        if "img_size" in s.options:
+            sizes.setdefault(int(s.defaults["img_size"]), []).append(n)
+    per = "; ".join(f"{', '.join(names)}: {px}" for px, names in sizes.items())
+    return f"Transfer models: internal input size in pixels, resized inside the model [default per model: {per}]."
+
+
 def _resume(ctx: click.Context, path: str) -> None:
     """``--resume PATH``: continue the checkpointed run; every other option is refused."""
     others = [_flag(n) for n in _given(ctx, [p.name for p in ctx.command.params if p.name != "resume"])]
@@ -143,7 +152,7 @@ def _echo_result(result) -> None:
               help="Pretrained base weights: imagenet (Keras download, default), none, or a path to an .h5 file.")
 @click.option("--alpha", type=float, default=None, help="MobileNet width multiplier [default: 1.0].")
 @click.option("--img-size", type=click.IntRange(min=32), default=None,
-              help="Transfer models: internal input size in pixels, resized inside the model [default: 96].")
+              help=_img_size_help())
 @click.option("--dropout", type=float, default=None, help="Dropout before the classifier (default 0.2).")
 @click.option("--mixed-precision", is_flag=True,
               help="Train in mixed_bfloat16 (only faster on CPUs with AMX/AVX512-BF16); saves float32.")
