@@ -326,6 +326,7 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
     from edgeclf.data import open_dataset
     from edgeclf.data.dataset import representative_images
     from edgeclf.export.prune import FineTune, qat_lr, rewound_lr
+    from edgeclf.export.quantize import saved_model_cache
     from edgeclf.metrics import top1_accuracy
     from edgeclf.models.io import load_keras_model
     from edgeclf.train.config import check_num_classes, load_config, saved_data_config
@@ -379,22 +380,23 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
 
     ctx = ArtifactContext(model_dir=model_dir, x_val=x_val, y_val=y_val, float_probs=float_probs,
                           float_top1_acc=float_acc, sparsity=sparsity, progress=progress, timings=timings)
-    for fmt, precision in jobs:
-        use_qat = qat_model is not None and precision is Precision.INT8
-        job = ExportJob(precision=precision, config=cfg, representative=rep,
-                        metadata=manifest.embedded_metadata(precision, sparsity), quantization_aware=use_qat)
-        try:
-            entry, _ = _export_one(qat_model if use_qat else model, fmt, job, ctx)
-        except AccuracyGateError as exc:
-            result.failures[cfg.file_name(fmt, precision)] = str(exc)
-            continue
-        except ExportError as exc:
-            log.error("%s", exc)
-            result.export_errors[cfg.file_name(fmt, precision)] = one_line(exc)
-            continue
-        manifest.upsert_artifact(entry)
-        result.artifacts.append(entry)
-        write_manifest(model_dir, manifest)
+    with saved_model_cache():  # one SavedModel per model for all its TFLite conversions (QAT: two)
+        for fmt, precision in jobs:
+            use_qat = qat_model is not None and precision is Precision.INT8
+            job = ExportJob(precision=precision, config=cfg, representative=rep,
+                            metadata=manifest.embedded_metadata(precision, sparsity), quantization_aware=use_qat)
+            try:
+                entry, _ = _export_one(qat_model if use_qat else model, fmt, job, ctx)
+            except AccuracyGateError as exc:
+                result.failures[cfg.file_name(fmt, precision)] = str(exc)
+                continue
+            except ExportError as exc:
+                log.error("%s", exc)
+                result.export_errors[cfg.file_name(fmt, precision)] = one_line(exc)
+                continue
+            manifest.upsert_artifact(entry)
+            result.artifacts.append(entry)
+            write_manifest(model_dir, manifest)
     write_manifest(model_dir, manifest)
     result.fp32_size_bytes = {a.format.value: a.size_bytes for a in manifest.artifacts
                               if a.precision is Precision.FP32}
