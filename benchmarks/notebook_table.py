@@ -20,7 +20,7 @@ NOTEBOOKS = (
 )
 # results directories of edgeclf runs, in table order
 RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-mobilenet_v2-r1",
-        "cifar10-mobilenet_v2")
+        "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160")
 # runs trained before their architecture was renamed: results dir -> today's --model name
 # (round 1 and round 2's first `cnn` was the ResNet-9 layout, now `cnn-resnet9`)
 RENAMED = {"cifar10-cnn-w16": "cnn-resnet9", "cifar10-cnn-resnet9": "cnn-resnet9"}
