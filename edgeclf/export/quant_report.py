@@ -59,14 +59,13 @@ def tflite_layer_errors(model, representative: np.ndarray) -> list[LayerError]:
     ``layer`` is the op's output tensor name (what ``QuantizationDebugOptions(denylisted_nodes=...)``
     takes), ``op_type`` the TFLite op (CONV_2D, ...). ``representative``: float32 (N, H, W, C) [0, 255].
     """
-    from edgeclf._keras import quiet_native_logs, tf
-    from edgeclf.export.quantize import representative_dataset
+    from edgeclf._keras import tf
+    from edgeclf.export.quantize import keras_converter, representative_dataset
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset(representative)
     debug = tf.lite.experimental
-    with quiet_native_logs():
+    with keras_converter(model) as converter:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset(representative)
         debug_model = debug.QuantizationDebugger(
             converter=converter, debug_dataset=representative_dataset(representative[:1])).get_debug_quantized_model()
         debugger = debug.QuantizationDebugger(

@@ -141,15 +141,24 @@ def _saved_model(model, tmp: Path) -> Path:
     return models[id(model)][1]
 
 
+@contextmanager
+def keras_converter(model):
+    """A ``tf.lite.TFLiteConverter`` for the tf_keras ``model``, made from its SavedModel
+    (:func:`_write_saved_model`; written once per model inside :func:`saved_model_cache`, else into a
+    temporary directory that lives as long as the block). Native log lines are silenced inside the
+    block (the int8 calibrator prints "fully_quantize: 0, inference_type: 6, ...", the SavedModel
+    writer and reader their own lines). Every TFLite conversion and quantization debugger of a Keras
+    model goes through here, so they all see the same graph and tensor names."""
+    with tempfile.TemporaryDirectory(prefix="edgeclf-savedmodel-") as tmp, quiet_native_logs():
+        yield tf.lite.TFLiteConverter.from_saved_model(str(_saved_model(model, Path(tmp))))
+
+
 def convert_keras(model, precision: Precision, representative: np.ndarray | None,
                   quantization_aware: bool = False, int8_io: Int8Io = Int8Io.UINT8) -> bytes:
     """Convert a tf_keras model to ``.tflite`` bytes at ``precision`` with the TFLite converter
-    (``int8_io``: the I/O type of an INT8 file, see :func:`configure_converter`), from its
-    SavedModel (:func:`_write_saved_model`; written once per model inside :func:`saved_model_cache`)."""
-    # quiet: the int8 calibrator prints "fully_quantize: 0, inference_type: 6, ...", the SavedModel
-    # writer and reader their own native lines
-    with tempfile.TemporaryDirectory(prefix="edgeclf-savedmodel-") as tmp, quiet_native_logs():
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(_saved_model(model, Path(tmp))))
+    (``int8_io``: the I/O type of an INT8 file, see :func:`configure_converter`), through
+    :func:`keras_converter`."""
+    with keras_converter(model) as converter:
         configure_converter(converter, precision, representative, quantization_aware, int8_io)
         return bytes(converter.convert())
 
@@ -189,11 +198,10 @@ def selective_int8(model, representative: np.ndarray, float_layers: tuple[str, .
 
     Source: https://www.tensorflow.org/lite/performance/quantization_debugger (selective quantization).
     """
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset(representative)
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_layers))
-    with quiet_native_logs():
+    with keras_converter(model) as converter:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset(representative)
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=representative_dataset(representative[:1]), debug_options=options)
         return bytes(debugger.get_nondebug_quantized_model())
