@@ -102,23 +102,24 @@ class PerChannelDepthwiseQuantizeConfig(registry_8bit.Default8BitQuantizeConfig)
         self.weight_quantizer = PerChannelDepthwiseQuantizer()
 
 
-class PerChannelDepthwiseRegistry(registry_8bit.Default8BitQuantizeRegistry):
+class _PerChannelDepthwiseMixin:
+    """Put before a tfmot registry class: DepthwiseConv2D layers get a new
+    :class:`PerChannelDepthwiseQuantizeConfig`, every other layer the registry's own config."""
+
+    def get_quantize_config(self, layer):
+        if type(layer) is keras.layers.DepthwiseConv2D:
+            return PerChannelDepthwiseQuantizeConfig()
+        return super().get_quantize_config(layer)
+
+
+class PerChannelDepthwiseRegistry(_PerChannelDepthwiseMixin, registry_8bit.Default8BitQuantizeRegistry):
     """tfmot's default 8-bit registry, DepthwiseConv2D kernels per channel (a new config per layer)."""
 
-    def get_quantize_config(self, layer):
-        if type(layer) is keras.layers.DepthwiseConv2D:
-            return PerChannelDepthwiseQuantizeConfig()
-        return super().get_quantize_config(layer)
 
-
-class PerChannelDepthwisePrunePreserveRegistry(pqat_registry.Default8bitPrunePreserveQuantizeRegistry):
+class PerChannelDepthwisePrunePreserveRegistry(_PerChannelDepthwiseMixin,
+                                               pqat_registry.Default8bitPrunePreserveQuantizeRegistry):
     """tfmot's prune-preserving 8-bit registry (which does not mask-preserve DepthwiseConv2D), with
     DepthwiseConv2D kernels per channel."""
-
-    def get_quantize_config(self, layer):
-        if type(layer) is keras.layers.DepthwiseConv2D:
-            return PerChannelDepthwiseQuantizeConfig()
-        return super().get_quantize_config(layer)
 
 
 class PerChannelDepthwiseScheme(scheme_8bit.Default8BitQuantizeScheme):
