@@ -14,6 +14,7 @@ from edgeclf.export.config import (
     DEFAULT_FORMATS,
     DEFAULT_PRECISIONS,
     FALLBACK_RANKINGS,
+    QAT_DISTILL_DEFAULT,
     ExportConfig,
     Int8Io,
     OnnxInt8Recipe,
@@ -85,6 +86,9 @@ def int8_notes(artifacts) -> list[str]:
               help="Fine-tuning epochs while pruning.")
 @click.option("--qat", is_flag=True, help="Quantization-aware training before int8 conversion (needs int8).")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--qat-distill", type=click.FloatRange(0.0, 1.0), default=QAT_DISTILL_DEFAULT, show_default=True,
+              help="Weight of knowledge distillation from the float model in the QAT loss (temperature 1, "
+                   "the float model's outputs on each augmented batch); 0 = cross-entropy on the labels only.")
 @click.option("--fine-tune-lr", type=float, default=None,
               help="Peak learning rate of pruning/QAT fine-tuning (default: learning-rate rewinding for pruning, "
                    "1 %% of the training peak for QAT; docs/quantization.md).")
@@ -126,14 +130,14 @@ def int8_notes(artifacts) -> list[str]:
               help="Fine-tuning batch size (pruning, QAT); default: the training run's.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, fine_tune_lr, calibration_samples,
+def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, qat_distill, fine_tune_lr, calibration_samples,
                calibration_sampling, data, max_accuracy_drop, allow_drop, val_samples, tflite_int8, int8_io, onnx_int8, quant_report, fallback, fallback_max_layers,
                fallback_ranking, batch_size, seed):
     """Prune/quantize MODEL_DIR/model.keras, write .tflite/.onnx files, validate each, update manifest.json."""
     try:
         cfg = ExportConfig(formats=parse_formats(formats),
                            precisions=parse_precisions(quantize) if quantize else None,
-                           prune_sparsity=prune, prune_epochs=prune_epochs, qat=qat, qat_epochs=qat_epochs,
+                           prune_sparsity=prune, prune_epochs=prune_epochs, qat=qat, qat_epochs=qat_epochs, qat_distill=qat_distill,
                            fine_tune_lr=fine_tune_lr, calibration_samples=calibration_samples,
                            calibration_sampling=calibration_sampling, data=data,
                            max_accuracy_drop_pp=max_accuracy_drop, allow_drop=allow_drop, val_samples=val_samples,

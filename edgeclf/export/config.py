@@ -93,6 +93,9 @@ DEFAULT_PRECISIONS: dict[Format, tuple[Precision, ...]] = {
 #: How calibration images are drawn from the training split (:attr:`ExportConfig.calibration_sampling`).
 CALIBRATION_SAMPLING = ("stratified", "random")
 FALLBACK_RANKINGS = ("snr", "measured")   # --fallback-ranking; edgeclf.export.fallback
+#: ``--qat-distill`` default: the weight of distillation from the float model in QAT fine-tuning
+#: (docs/quantization.md has the measurement behind it).
+QAT_DISTILL_DEFAULT = 0.0
 
 
 def _parse_choices(text: str, enum, flag: str, choices: str, aliases: dict[str, str]) -> tuple:
@@ -135,6 +138,10 @@ class ExportConfig:
         prune_epochs: fine-tuning epochs while pruning (PolynomialDecay 0 -> target).
         qat: quantization-aware training before int8 conversion (needs INT8 among ``precisions``).
         qat_epochs: fine-tuning epochs of the QAT model.
+        qat_distill: weight ``alpha`` in [0, 1] of knowledge distillation from the float model in the QAT
+            fine-tuning loss (Hinton et al. 2015, temperature 1, the float model's outputs on each
+            augmented batch; the rest is cross-entropy on the labels); 0 = labels only. The float
+            model is the teacher before pruning, so ``--prune --qat`` distils from the unpruned model.
         fine_tune_lr: peak learning rate of pruning and QAT fine-tuning (cosine-decayed to 0); None =
             learning-rate rewinding for pruning and 1 % of the training peak for QAT
             (:func:`edgeclf.export.prune.rewound_lr`, :func:`edgeclf.export.prune.qat_lr`).
@@ -168,6 +175,7 @@ class ExportConfig:
     prune_epochs: int = 2
     qat: bool = False
     qat_epochs: int = 1
+    qat_distill: float = QAT_DISTILL_DEFAULT
     fine_tune_lr: float | None = None
     calibration_samples: int = 500
     calibration_sampling: str = "stratified"
@@ -228,6 +236,8 @@ class ExportConfig:
                               "--fallback is off (add --fallback)")
         if self.qat and self.qat_epochs < 1:
             raise ConfigError("--qat needs --qat-epochs >= 1")
+        if not 0.0 <= self.qat_distill <= 1.0:
+            raise ConfigError(f"--qat-distill must be in [0, 1], got {self.qat_distill}")
         if self.precisions is not None:
             for p in self.precisions:
                 if not any((f, p) in SUPPORTED for f in self.formats):

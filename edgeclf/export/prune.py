@@ -179,7 +179,9 @@ class FineTune:
     ``train``: the training images, an image source (:mod:`edgeclf.data.dataset`; in memory or
     streamed from disk); ``optimizer`` ``"sgd"``
     (momentum 0.9, Nesterov) or ``"adam"`` as in training; ``lr`` its peak, cosine-decayed to 0;
-    ``label_smoothing`` and ``augment`` (an AugmentConfig or None) as in training.
+    ``label_smoothing`` and ``augment`` (an AugmentConfig or None) as in training; ``teacher``
+    (an :class:`edgeclf.train.distill.Teacher` or None): fine-tune on the distillation loss against it
+    instead of cross-entropy on the labels alone (QAT's ``--qat-distill``).
     """
 
     train: object
@@ -190,6 +192,7 @@ class FineTune:
     optimizer: str = "adam"
     seed: int = 0
     augment: object = None
+    teacher: object = None
 
     def steps(self, epochs: int) -> int:
         return epochs * int(np.ceil(len(self.train) / self.batch_size))
@@ -199,13 +202,15 @@ def fine_tune(model, ft: FineTune, epochs: int, callbacks: list) -> None:
     """Fine-tune ``model`` in place for ``epochs`` epochs through the training's own
     :func:`edgeclf.train.fit.fit`: cross-entropy with the training label smoothing, the training
     optimizer kind, peak ``ft.lr`` cosine-decayed to 0, no weight decay, batches shuffled and
-    augmented as in training.
+    augmented as in training; with ``ft.teacher``, the distillation loss of
+    :func:`edgeclf.train.distill.distillation_loss` (the teacher's outputs computed per augmented batch
+    or cached, as ``ft.teacher.targets`` says).
     """
     from edgeclf.train.config import Optimizer
     from edgeclf.train.fit import FitPlan, fit
 
     plan = FitPlan(optimizer=Optimizer(ft.optimizer), lr=ft.lr, batch_size=ft.batch_size,
-                   label_smoothing=ft.label_smoothing, augment=ft.augment, seed=ft.seed)
+                   label_smoothing=ft.label_smoothing, augment=ft.augment, seed=ft.seed, teacher=ft.teacher)
     fit(model, ft.train, ft.num_classes, plan, epochs, callbacks)
 
 
