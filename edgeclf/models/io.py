@@ -93,29 +93,34 @@ def _h5_weights_in_memory():
 
     How: ``saving_lib.H5IOStore`` (looked up as a module global by ``load_model``) is replaced by a
     subclass that, for a read-mode store inside an archive, passes ``H5IOStore`` an archive
-    stand-in whose ``open`` returns ``io.BytesIO(zf.read(name))``. Nothing else changes: the same
-    config, deserialisation, custom objects, variable matching and error types; save (mode "w")
-    and ``.weights.h5`` files on disk go through the original code. The whole weights member
-    is held in memory during the load (once: BytesIO shares the bytes), e.g. 27 MB for the
-    CIFAR-10 mobilenet_v2 model below (weights + Adam slots), and the member's zip CRC is now
-    always checked (a mismatch is a ModelLoadError like any other bad file). If tf_keras has no
+    stand-in whose ``open`` returns the member copied into an ``io.BytesIO``
+    (:class:`_MembersInMemory`). Nothing else changes: the same config, deserialisation, custom
+    objects, variable matching and error types; save (mode "w") and ``.weights.h5`` files on
+    disk go through the original code. The whole weights member (weights and the saved optimizer
+    slots) is held in memory during the load, and its zip CRC is now always checked (a mismatch
+    is a ModelLoadError like any other bad file). If tf_keras has no
     ``src.saving.saving_lib.H5IOStore`` (another version), the block does nothing.
 
     The replacement is process-wide while any such block runs (reference-counted, so loads in
     several threads overlap safely); a tf_keras load in another thread meanwhile takes the
     same in-memory path, which gives the same result.
 
-    Measured (``benchmarks/load_keras_model.py``, one fresh process per load, time of
-    ``load_keras_model`` alone; 2-vCPU AMD EPYC Zen 4 with avx512_vnni, Python 3.11.7,
-    TensorFlow 2.21, tf_keras; run under ``nice -n 19`` beside another engineer's benchmarks,
-    so indicative only):
+    Measured 2026-12-01 (``benchmarks/load_keras_model.py time DIR plain|fast``: one fresh process
+    per load, the ``load_model`` call alone, TensorFlow already imported; 2-vCPU AMD EPYC Zen 4 with
+    avx512_vnni, Python 3.11.7, TensorFlow 2.21, tf_keras). Run under ``nice -n 19`` while another
+    engineer's benchmarks kept the load average at 2-4, so the wall times are indicative only and
+    vary widely; the CPU seconds (user + sys, last run) vary less:
 
-    * tiny ``resnet50`` (registry tiny config: 32 px, no ImageNet weights, 10 classes, saved after
-      one Adam step; model.keras XX MB): XX s before, XX s after;
-    * CIFAR-10 ``mobilenet_v2`` (round 2, 128 px; model.keras 27 MB): XX s before, XX s after.
+    * tiny ``resnet50`` (registry tiny config, 32 px, no ImageNet weights, 10 classes, saved after
+      one Adam step; model.keras 283 MB, 23.6 M parameters + Adam slots): plain 132 / 199 / 385 /
+      770 s wall (107.6 s CPU), in memory 2.4 / 7.7 / 14.1 / 23.2 s wall (3.4 s CPU). Peak RSS
+      1130 MB instead of 770-790 MB (559 MB before the load): the member held in memory;
+    * the CIFAR-10 ``mobilenet_v2`` of run r2s3 (model.keras 27 MB): plain 10.1 / 14.9 / 29.4 /
+      49.5 s wall (9.6 s CPU), in memory 1.4 / 1.9 / 2.0 / 6.4 s wall (1.9 s CPU); peak RSS the
+      same (656-659 MB).
 
-    Weights (every ``model.weights`` array) and predictions on random input were bit-identical
-    between the two loads (``np.array_equal``).
+    Both models: all weights (322 and 262 arrays) and the predictions on 4 random images were
+    identical between the two loads (``np.array_equal``; ``load_keras_model.py compare``).
     """
     from edgeclf._keras import keras
 
