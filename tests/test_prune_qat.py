@@ -3,7 +3,7 @@ in the int8 files, and gzip turns them into a smaller download; plain QAT would 
 
 Real fine-tuning and conversion of the tiny session model (``cnn`` width 4), no mocks. The
 fine-tuning rate is raised to Adam 1e-2 so that weights really move during QAT: at the default
-rate (1 % of the training peak) a weight that left zero could still round back to int8 zero, and
+rate (10 % of the training peak) a weight that left zero could still round back to int8 zero, and
 the contrast with plain QAT would prove nothing.
 """
 

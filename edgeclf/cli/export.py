@@ -91,7 +91,7 @@ def int8_notes(artifacts) -> list[str]:
                    "the float model's outputs on each augmented batch); 0 = cross-entropy on the labels only.")
 @click.option("--fine-tune-lr", type=float, default=None,
               help="Peak learning rate of pruning/QAT fine-tuning (default: learning-rate rewinding for pruning, "
-                   "1 %% of the training peak for QAT; docs/quantization.md).")
+                   "10 %% of the training's last-phase peak for QAT; docs/quantization.md).")
 @click.option("--calibration-images", "--calibration-samples", "calibration_samples", type=int, default=500,
               show_default=True, help="Training images for int8 calibration: stratified by class, no augmentation, "
                                       "the validation preprocessing.")

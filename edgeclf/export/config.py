@@ -95,7 +95,7 @@ CALIBRATION_SAMPLING = ("stratified", "random")
 FALLBACK_RANKINGS = ("snr", "measured")   # --fallback-ranking; edgeclf.export.fallback
 #: ``--qat-distill`` default: the weight of distillation from the float model in QAT fine-tuning
 #: (docs/quantization.md has the measurement behind it).
-QAT_DISTILL_DEFAULT = 0.0
+QAT_DISTILL_DEFAULT = 1.0
 
 
 def _parse_choices(text: str, enum, flag: str, choices: str, aliases: dict[str, str]) -> tuple:
@@ -143,7 +143,7 @@ class ExportConfig:
             augmented batch; the rest is cross-entropy on the labels); 0 = labels only. The float
             model is the teacher before pruning, so ``--prune --qat`` distils from the unpruned model.
         fine_tune_lr: peak learning rate of pruning and QAT fine-tuning (cosine-decayed to 0); None =
-            learning-rate rewinding for pruning and 1 % of the training peak for QAT
+            learning-rate rewinding for pruning and 10 % of the training's last-phase peak for QAT
             (:func:`edgeclf.export.prune.rewound_lr`, :func:`edgeclf.export.prune.qat_lr`).
         calibration_samples: representative training images for int8 calibration.
         calibration_sampling: how they are drawn from the training split: ``"stratified"`` (each
