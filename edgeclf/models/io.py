@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import shutil
 import threading
@@ -63,20 +64,18 @@ class _MembersInMemory:
 _lock = threading.Lock()
 _active = 0  # loads inside _h5_weights_in_memory (the patch stays while any is running)
 _original_store = None  # saving_lib.H5IOStore while patched
-_store_classes: dict[type, type] = {}  # original H5IOStore -> its in-memory subclass
 
 
+@functools.cache  # one subclass per base class, made on first use
 def _in_memory_store(base: type) -> type:
     """``base`` (tf_keras's ``H5IOStore``) whose read-mode archive member is a BytesIO (else unchanged)."""
-    if base not in _store_classes:
-        class InMemoryH5IOStore(base):
-            def __init__(self, root_path, archive=None, mode="r"):
-                if archive is not None and mode == "r":
-                    archive = _MembersInMemory(archive)
-                super().__init__(root_path, archive=archive, mode=mode)
+    class InMemoryH5IOStore(base):
+        def __init__(self, root_path, archive=None, mode="r"):
+            if archive is not None and mode == "r":
+                archive = _MembersInMemory(archive)
+            super().__init__(root_path, archive=archive, mode=mode)
 
-        _store_classes[base] = InMemoryH5IOStore
-    return _store_classes[base]
+    return InMemoryH5IOStore
 
 
 @contextlib.contextmanager
