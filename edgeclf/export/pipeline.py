@@ -393,8 +393,8 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
 
         lr = result.fine_tune_lr["qat"] = cfg.fine_tune_lr or qat_lr(train_cfg)
         teacher = _qat_teacher(float_model, cfg.qat_distill, model_dir)
-        loss = f", distillation alpha {cfg.qat_distill:g}" if teacher else ""
-        with _step(f"quantization-aware training ({cfg.qat_epochs} epochs, peak lr {lr:.3g}{loss})", timings):
+        distil = f", distillation alpha {cfg.qat_distill:g}" if teacher else ""
+        with _step(f"quantization-aware training ({cfg.qat_epochs} epochs, peak lr {lr:.3g}{distil})", timings):
             qat_model = quantize_aware(model, replace(ft, lr=lr, teacher=teacher), cfg.qat_epochs,
                                        preserve_sparsity=bool(cfg.prune_sparsity))
 
