@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from conftest import MOBILENET_WEIGHTS
 
+from edgeclf._cpuinfo import FLAGS_ENV
 from edgeclf._keras import keras
 from edgeclf.errors import ConfigError
 from edgeclf.models import MODEL_OPTIONS, MODELS, ModelConfig, Preprocessing, build_model
 from edgeclf.models import mobilenet_v2 as mnv2
 from edgeclf.models.flops import count_macs
-from edgeclf.train.config import Optimizer, TrainConfig
+from edgeclf.train.config import Optimizer, TrainConfig, resolve_mixed_precision
 
 L = keras.layers
 TRANSFER = [name for name, spec in MODELS.items() if spec.two_phase]
@@ -91,11 +92,34 @@ def test_spec_recipe_and_tiny_config_are_valid(name):
     spec = MODELS[name]
     cfg = TrainConfig.from_recipe(ModelConfig(name=name, **spec.tiny), {"epochs": None, "lr": 0.5})
     assert cfg.lr == 0.5  # a given value overrides the recipe, None keeps it
+    expected = {"optimizer": Optimizer, "mixed_precision": resolve_mixed_precision}
     for key, value in spec.recipe.items():
         if key != "lr":
-            assert getattr(cfg, key) == (Optimizer(value) if key == "optimizer" else value)
+            assert getattr(cfg, key) == expected.get(key, lambda v: v)(value)
     assert set(spec.options) <= MODEL_OPTIONS
     assert not spec.two_phase or spec.set_base_trainable
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("fpu avx2 fma", False),                               # AVX2-only EPYC: bf16 is emulated (~5x slower)
+    ("avx2 avx512f avx512_vnni avx512_bf16", True),        # Zen 4
+    ("avx2 avx512f avx512_bf16 amx_tile amx_bf16", True),  # Sapphire Rapids
+    ("fp asimd asimddp bf16", False),                      # ARM: not measured, stays float32
+])
+def test_mixed_precision_auto_follows_the_cpu_flags(monkeypatch, flags, expected):
+    monkeypatch.setenv(FLAGS_ENV, flags)
+    cnn = TrainConfig.from_recipe(ModelConfig(name="cnn"))
+    assert cnn.mixed_precision is expected
+    assert TrainConfig.from_recipe(ModelConfig(name="mobilenet_v2")).mixed_precision is False
+    # the user's choice wins over the recipe's "auto", either way
+    assert TrainConfig.from_recipe(ModelConfig(name="cnn"), {"mixed_precision": not expected}).mixed_precision \
+        is (not expected)
+    assert TrainConfig.from_dict(cnn.to_dict()).mixed_precision is expected  # config.json keeps the resolved value
+
+
+def test_mixed_precision_refuses_other_values():
+    with pytest.raises(ConfigError, match="mixed_precision must be true, false or 'auto', got 'yes'"):
+        TrainConfig.from_recipe(ModelConfig(name="cnn"), {"mixed_precision": "yes"})
 
 
 def test_from_recipe_refuses_unknown_fields():

@@ -39,7 +39,10 @@ def _transfer(name: str, summary: str, preprocessing: Preprocessing, fine_tune_l
 #: batch 512, Nesterov SGD (peak 0.2: 0.4 diverged without its 0.125 logit scale); Keras' decoupled
 #: weight decay 5e-3 x lr is about the coupled L2 5e-4 of the reference once momentum (1 / (1 - 0.9))
 #: is accounted for.
-_CNN_RECIPE = {"batch_size": 512, "optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-3, "label_smoothing": 0.1}
+#: mixed_precision "auto": bf16 where the CPU computes it natively (2.1x faster on a Xeon with AMX, 1.7x on
+#: Zen 4: edgeclf.train.config.resolve_mixed_precision).
+_CNN_RECIPE = {"batch_size": 512, "optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-3, "label_smoothing": 0.1,
+               "mixed_precision": "auto"}
 
 
 def _scratch_cnn(name: str, summary: str, builder: str, epochs: int) -> ModelSpec:

@@ -30,12 +30,11 @@ import enum
 import functools
 import os
 import platform
-import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-FLAGS_ENV = "EDGECLF_CPU_FLAGS"
+from edgeclf._cpuinfo import FLAGS_ENV, read_cpuinfo, split_flags
+
 ARCH_ENV = "EDGECLF_CPU_ARCH"
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # Linux /proc/cpuinfo spellings
 _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
@@ -125,33 +124,12 @@ def features_from_flags(arch: str, flags: set[str], model_name: str = "") -> Cpu
         int8_kernel_class=kernel_class(arch, flags).value, model_name=model_name)
 
 
-def _split(text: str) -> set[str]:
-    return {f for f in re.split(r"[\s,]+", text.strip().lower()) if f}
-
-
-def _read_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[set[str], str]:
-    """(flags, model name) of the first processor in a Linux ``/proc/cpuinfo``; empty if unreadable."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set(), ""
-    flags, model = set(), ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("flags", "features") and not flags:   # x86 "flags", ARM "Features"
-            flags = _split(value)
-        elif key == "model name" and not model:
-            model = value.strip()
-    return flags, model
-
-
 @functools.lru_cache(maxsize=8)
 def _detect(flags_env: str | None, arch_env: str | None) -> CpuFeatures:
     arch = (arch_env or platform.machine() or "unknown").lower()
     if flags_env is not None:
-        return features_from_flags(arch, _split(flags_env), "simulated")
-    flags, model = _read_cpuinfo()
+        return features_from_flags(arch, split_flags(flags_env), "simulated")
+    flags, model = read_cpuinfo()
     if not flags and arch in _ARM64 and platform.system() == "Darwin":
         flags = {"asimddp"}  # every Apple Silicon core has the dot-product instructions
     return features_from_flags(arch, flags, model)

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from edgeclf._cpuinfo import cpu_flags
 from edgeclf.data.config import AugmentConfig, DataConfig
 from edgeclf.errors import ConfigError
 from edgeclf.models.config import ModelConfig
@@ -109,8 +110,9 @@ class TrainConfig:
         label_smoothing: label smoothing of the cross-entropy (Szegedy et al. 2016).
         patience: early stopping on validation top-1 accuracy (best weights restored); 0 disables.
         class_weight: ``balanced`` weights the loss by inverse class frequency.
-        mixed_precision: train in ``mixed_bfloat16``; the saved model is always float32. Only a
-            win on CPUs with AMX/AVX512-BF16 (measured on an AVX2-only EPYC: ~5x *slower*).
+        mixed_precision: train in ``mixed_bfloat16``; the saved model is always float32. ``"auto"``
+            (the ``cnn`` recipes) is resolved on construction to True where the CPU has native
+            bf16 dot products (:data:`BF16_FLAGS`), else False: see :func:`resolve_mixed_precision`.
         seed: seeds Python/NumPy/TensorFlow and the data splits.
         distill: knowledge distillation from a teacher model (None = plain training).
         distribute: ``none``, ``mirrored`` or ``multi-worker`` (:class:`Distribute`); ``batch_size``
@@ -135,7 +137,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     patience: int = 0
     class_weight: ClassWeight = ClassWeight.NONE
-    mixed_precision: bool = False
+    mixed_precision: bool | str = False
     seed: int = 42
     distill: DistillConfig | None = None
     distribute: Distribute = Distribute.NONE
@@ -155,6 +157,7 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.head_epochs < 0 or self.patience < 0:
             raise ConfigError("head_epochs and patience must be >= 0")
+        object.__setattr__(self, "mixed_precision", resolve_mixed_precision(self.mixed_precision))
         try:
             object.__setattr__(self, "distribute", Distribute(self.distribute))
         except ValueError:
@@ -219,6 +222,31 @@ class TrainConfig:
     def with_(self, **changes) -> TrainConfig:
         """A copy with ``changes`` applied (validated again)."""
         return replace(self, **changes)
+
+
+#: ``/proc/cpuinfo`` flags of x86 CPUs whose oneDNN kernels compute bf16 natively (AVX512-BF16 on Zen 4
+#: and Cooper Lake and later, AMX-BF16 on Sapphire Rapids and later).
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def resolve_mixed_precision(value: bool | str) -> bool:
+    """``mixed_precision`` as a bool: True/False as given; ``"auto"``: True iff this CPU has a flag in
+    :data:`BF16_FLAGS` (``EDGECLF_CPU_FLAGS`` overrides what is read, as in :mod:`edgeclf._cpuinfo`).
+
+    Why per CPU and per model (``cnn`` full CIFAR-10 epochs, batch 512, 2 cores, measured): on an AMD EPYC
+    Zen 4 (AVX512-BF16) 375 against 222 images/s in float32 (README, round 2); on an Intel Xeon with AMX
+    357 against 172 images/s (``benchmarks/results/training-throughput/``); on an AVX2-only EPYC bf16 was
+    ~5x *slower* (emulated). ``mobilenet_v2`` (depthwise convolutions) was not faster in bf16 on either
+    bf16 CPU, so the transfer recipes keep float32.
+
+    Raises:
+        ConfigError: a value other than True, False or ``"auto"``.
+    """
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return bool(cpu_flags() & BF16_FLAGS)
+    raise ConfigError(f"mixed_precision must be true, false or 'auto', got {value!r}")
 
 
 def load_config(model_dir: Path) -> TrainConfig:

@@ -272,6 +272,8 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
         log.info("%s", ds.summary())
         teacher = load_teacher(cfg.distill, ds.input_shape, ds.class_names) if cfg.distill else None
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
+        log.info("precision: %s (--mixed-precision/--no-mixed-precision to choose)",
+                 "mixed_bfloat16" if cfg.mixed_precision else "float32")
         with worker.strategy.scope():
             model = build_model(cfg.model, ds.input_shape, ds.num_classes)
     except BaseException:

@@ -1,0 +1,41 @@
+"""This machine's CPU flags, read from ``/proc/cpuinfo`` (no TensorFlow; used by the runtime and training).
+
+For tests and for measuring another machine's choice, the environment overrides what is read:
+``EDGECLF_CPU_FLAGS`` (space/comma separated ``/proc/cpuinfo`` flags, e.g. ``"avx2 fma"``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+FLAGS_ENV = "EDGECLF_CPU_FLAGS"
+
+
+def split_flags(text: str) -> set[str]:
+    """``"avx2 fma, sse4_2"`` -> ``{"avx2", "fma", "sse4_2"}`` (lower case; spaces or commas)."""
+    return {f for f in re.split(r"[\s,]+", text.strip().lower()) if f}
+
+
+def read_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[set[str], str]:
+    """(flags, model name) of the first processor in a Linux ``/proc/cpuinfo``; empty if unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set(), ""
+    flags, model = set(), ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("flags", "features") and not flags:   # x86 "flags", ARM "Features"
+            flags = split_flags(value)
+        elif key == "model name" and not model:
+            model = value.strip()
+    return flags, model
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's flags: ``EDGECLF_CPU_FLAGS`` if set, else ``/proc/cpuinfo``'s (empty where unreadable)."""
+    env = os.environ.get(FLAGS_ENV)
+    return split_flags(env) if env is not None else read_cpuinfo()[0]
