@@ -19,20 +19,23 @@ def split_flags(text: str) -> set[str]:
 
 
 def read_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[set[str], str]:
-    """(flags, model name) of the first processor in a Linux ``/proc/cpuinfo``; empty if unreadable."""
+    """(flags, model name) of the first processor in a Linux ``/proc/cpuinfo``; empty if unreadable.
+
+    The model is the first ``model name``, else (ARM boards such as the Raspberry Pi) the
+    ``Hardware`` or ``cpu model`` line."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return set(), ""
-    flags, model = set(), ""
+    flags, names = set(), {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
         if key in ("flags", "features") and not flags:   # x86 "flags", ARM "Features"
             flags = split_flags(value)
-        elif key == "model name" and not model:
-            model = value.strip()
-    return flags, model
+        elif key in ("model name", "hardware", "cpu model") and value.strip():
+            names.setdefault(key, value.strip())
+    return flags, names.get("model name") or names.get("hardware") or names.get("cpu model", "")
 
 
 def cpu_flags() -> set[str]:

@@ -210,3 +210,21 @@ def test_from_tflite_onnx_opens_without_precision_mode(tiny_model_dir, tmp_path,
     assert clf.x64_precision is False
     assert [r for r in caplog.records if "cannot run this model with session.x64quantprecision=1" in r.getMessage()]
     np.testing.assert_array_equal(clf.predict(images), ref)
+
+
+@pytest.mark.parametrize("text, flags, model", [
+    # x86: every processor repeats its lines; the first one counts
+    ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 amx_bf16\n\n"
+     "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 amx_bf16\n",
+     {"fpu", "avx2", "amx_bf16"}, "Intel(R) Xeon(R) Processor"),
+    # Raspberry Pi 3 (32-bit kernel): no "model name" line, the board is on "Hardware"
+    ("processor\t: 0\nFeatures\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt\n"
+     "CPU implementer\t: 0x41\n\nHardware\t: BCM2835\nRevision\t: a02082\n",
+     {"half", "thumb", "fastmult", "vfp", "edsp", "neon", "vfpv3", "tls", "vfpv4", "idiva", "idivt"}, "BCM2835"),
+])
+def test_read_cpuinfo(tmp_path, text, flags, model):
+    from edgeclf._cpuinfo import read_cpuinfo
+
+    (tmp_path / "cpuinfo").write_text(text)
+    assert read_cpuinfo(tmp_path / "cpuinfo") == (flags, model)
+    assert read_cpuinfo(tmp_path / "missing") == (set(), "")

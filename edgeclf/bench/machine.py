@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 
+from edgeclf._cpuinfo import read_cpuinfo
 from edgeclf._versions import tool_versions
 
 # CPU flags that decide which kernels the engines can use (x86 names as in /proc/cpuinfo).
@@ -18,19 +19,8 @@ ARM_FLAGS = ("neon", "asimd", "asimddp", "asimdhp", "sve", "i8mm", "bf16")
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key in ("model name", "hardware", "cpu model") and value.strip():
-                    model = value.strip()
-                elif key in ("flags", "features"):
-                    flags.update(value.split())
-    except OSError:
-        pass
-    return model, flags
+    flags, model = read_cpuinfo()
+    return model or platform.processor() or platform.machine(), flags
 
 
 def _mem_total_mb() -> float | None:
