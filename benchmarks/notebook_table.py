@@ -19,8 +19,8 @@ NOTEBOOKS = (
     ("ResNet50 transfer notebook", "88.82 %", "ImageNet ResNet50 transfer learning (claimed by the notebook)"),
 )
 # results directories of edgeclf runs, in table order
-RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-mobilenet_v2-r1",
-        "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160")
+RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-cnn-w40",
+        "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160")
 # runs trained before their architecture was renamed: results dir -> today's --model name
 # (round 1 and round 2's first `cnn` was the ResNet-9 layout, now `cnn-resnet9`)
 RENAMED = {"cifar10-cnn-w16": "cnn-resnet9", "cifar10-cnn-resnet9": "cnn-resnet9"}
@@ -31,7 +31,7 @@ def _cpu(run_dir: Path) -> str:
         if path.is_file():
             m = json.loads(path.read_text())
             flags = m.get("simd_flags", {})
-            isa = "AVX-512+VNNI+BF16" if flags.get("avx512_bf16") else "AVX-512" if flags.get("avx512f") else (
+            isa = "AVX-512+VNNI+BF16+AMX" if flags.get("amx_bf16") else "AVX-512+VNNI+BF16" if flags.get("avx512_bf16") else "AVX-512" if flags.get("avx512f") else (
                 "AVX2 only" if flags.get("avx2") else "?")
             return f"{m.get('cpu_model', '?')} ({isa}), {m.get('usable_cores', '?')} cores"
     return "-"
@@ -50,7 +50,7 @@ def _command(cfg: dict) -> str:
             value = ("../shared/weights/" + Path(model[opt]).name) if opt == "weights" else model[opt]
             parts.append(f"--{opt.replace('_', '-')} {value}")
     for key, value in sorted(MODELS[model["name"]].recipe.items()):  # the training recipe where it differs
-        if key in cfg and cfg[key] != value:
+        if key in cfg and cfg[key] != value and key != "mixed_precision":  # that one is printed below
             parts.append(f"--{key.replace('_', '-')} {cfg[key]}")
     if cfg.get("augment", {}).get("cutout_px"):
         parts.append(f"--cutout {cfg['augment']['cutout_px']}")
