@@ -17,7 +17,7 @@ from edgeclf.train.config import DistillConfig
 _DISTILL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
 
 _AUGMENT_OPTIONS = ("translate", "rotate", "zoom", "cutout")
-_TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "batch_size", "optimizer", "lr", "fine_tune_lr",
+_TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "train_bn", "batch_size", "optimizer", "lr", "fine_tune_lr",
                  "weight_decay", "label_smoothing", "mixed_precision")
 _MODEL_FIELDS = ("width", "alpha", "img_size", "weights", "dropout")
 _DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets"}
@@ -111,7 +111,10 @@ def _echo_result(result) -> None:
 @click.option("--head-epochs", type=click.IntRange(min=0), default=None,
               help="mobilenet_v2 phase 1: epochs training only the head, base frozen.")
 @click.option("--fine-tune-layers", type=int, default=None,
-              help="mobilenet_v2 phase 2: last N base layers made trainable (-1 = all; BatchNorm stays frozen).")
+              help="mobilenet_v2 phase 2: last N base layers made trainable (-1 = all).")
+@click.option("--train-bn/--no-train-bn", "train_bn", default=None,
+              help="mobilenet_v2 phase 2: train BatchNorm scale and offset (gamma, beta) too; its moving "
+                   "statistics never change (inference mode). Default per model.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step. Default per model.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Default per model.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (warm-up + cosine decay). Default per model.")

@@ -124,9 +124,9 @@ class ModelSpec:
         if self.check_weights:
             _load(self.check_weights)(weights)
 
-    def make_base_trainable(self, model, last_n_layers: int) -> int:
-        """Two-phase models: freeze the base, unfreeze its last ``last_n_layers`` (-1 = all); returns
-        the number of trainable base layers."""
+    def make_base_trainable(self, model, last_n_layers: int, train_bn: bool = False) -> int:
+        """Two-phase models: freeze the base, unfreeze its last ``last_n_layers`` (-1 = all), their
+        BatchNorm scale/offset too with ``train_bn``; returns the number of trainable base layers."""
         if not self.set_base_trainable:
             raise ValueError(f"{self.name} has no pretrained base")
-        return int(_load(self.set_base_trainable)(model, last_n_layers))
+        return int(_load(self.set_base_trainable)(model, last_n_layers, train_bn))

@@ -206,12 +206,15 @@ def base_model(model: keras.Model) -> keras.Model:
     return nested[0]
 
 
-def set_base_trainable(model: keras.Model, last_n_layers: int) -> int:
+def set_base_trainable(model: keras.Model, last_n_layers: int, train_bn: bool = False) -> int:
     """Freeze the base, then make its last ``last_n_layers`` layers trainable (-1 = all, 0 = none).
 
-    BatchNormalization layers always stay frozen (and run in inference mode: the base is called
-    with ``training=False``). Layers outside the base (the head; a frozen ``normalize``) keep their
-    own flags. Returns the number of trainable base layers that have weights.
+    BatchNormalization layers run in inference mode whatever their flag (the base is called with
+    ``training=False``), so their moving mean and variance never change. With ``train_bn`` the
+    BatchNormalization layers among the last ``last_n_layers`` are trainable too: their scale and
+    offset (gamma, beta) learn with the convolutions, as fastai's ``train_bn``. Without it they stay
+    frozen. Layers outside the base (the head; a frozen ``normalize``) keep their own flags.
+    Returns the number of trainable base layers that have weights.
     """
     base = base_model(model)
     base.trainable = True
@@ -219,7 +222,7 @@ def set_base_trainable(model: keras.Model, last_n_layers: int) -> int:
     start = 0 if last_n_layers < 0 else max(0, len(layers) - last_n_layers)
     n = 0
     for i, layer in enumerate(layers):
-        trainable = i >= start and not isinstance(layer, L.BatchNormalization)
+        trainable = i >= start and (train_bn or not isinstance(layer, L.BatchNormalization))
         layer.trainable = trainable
         n += trainable and bool(layer.weights)
     if last_n_layers == 0:

@@ -101,6 +101,9 @@ class TrainConfig:
         epochs: training epochs (two-phase models: phase-2 fine-tuning epochs).
         head_epochs: two-phase models, phase 1: epochs with the base frozen (0 skips it).
         fine_tune_layers: two-phase models, phase 2: number of last base layers trained (-1 = all).
+        train_bn: two-phase models, phase 2: also train the scale and offset (gamma, beta) of the
+            BatchNormalization layers among them; their moving statistics stay fixed (inference
+            mode), and the saved model has them frozen again.
         batch_size: images per step.
         optimizer: ``adam`` or ``sgd`` (Nesterov, momentum 0.9).
         lr: peak learning rate. The schedule warms up linearly for ``warmup_fraction`` of the steps
@@ -128,6 +131,7 @@ class TrainConfig:
     epochs: int = 15
     head_epochs: int = 1
     fine_tune_layers: int = -1
+    train_bn: bool = False
     batch_size: int = 256
     optimizer: Optimizer = Optimizer.SGD
     lr: float = 0.2

@@ -239,7 +239,7 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
         if i < done:
             continue
         if layers is not None:
-            n = spec.make_base_trainable(model, layers)
+            n = spec.make_base_trainable(model, layers, cfg.train_bn)
             log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
         rows = [r for r in ckpt.state["history"] if r["phase"] == phase]
         if cfg.patience and early_stop(rows, cfg.patience):  # stopped early, killed before the phase end was saved
@@ -297,6 +297,8 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
         ckpt.abandon()
         raise
     history = ckpt.state["history"]
+    if spec.two_phase and cfg.train_bn:  # BatchNorm frozen again: export flattens the base, which needs that
+        spec.make_base_trainable(model, cfg.fine_tune_layers if cfg.epochs else 0)
     if is_distributed(model):  # evaluate and save a plain model (all workers at once: the reads are collective)
         model = plain_copy(model)
     if ckpt.has_best and (interrupted or len(ds.val)):
