@@ -205,6 +205,21 @@ def test_cnn_width_scales_the_stages():
     assert default.count_params() == 1_980_394 and count_macs(default) == 151_882_240
 
 
+@pytest.mark.parametrize("name", ["cnn", "cnn-resnet9"])
+def test_logit_scale_multiplies_the_logits_before_the_softmax(name):
+    keras.backend.clear_session()
+    plain = build_model(_cfg(name, width=4), (32, 32, 3), 10)
+    scaled = build_model(_cfg(name, width=4, logit_scale=0.125), (32, 32, 3), 10)
+    assert "logit_scale" not in [layer.name for layer in plain.layers]
+    scaled.set_weights(plain.get_weights())  # the Rescaling layer has no weights
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    logits = keras.Model(plain.inputs, plain.get_layer("logits").output)(x).numpy()
+    want = np.exp(0.125 * logits) / np.exp(0.125 * logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(scaled(x).numpy(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="logit_scale"):
+        ModelConfig(name=name, logit_scale=0.0)
+
+
 def test_cnn_resnet9_width_scales_the_stages():
     keras.backend.clear_session()
     model = build_model(_cfg("cnn-resnet9", width=8), (32, 32, 3), 10)

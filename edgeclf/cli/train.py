@@ -19,7 +19,7 @@ _DISTILL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DistillConfig
 _AUGMENT_OPTIONS = ("translate", "rotate", "zoom", "cutout")
 _TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "train_bn", "batch_size", "optimizer", "lr", "fine_tune_lr",
                  "weight_decay", "label_smoothing", "mixed_precision")
-_MODEL_FIELDS = ("width", "alpha", "img_size", "weights", "dropout")
+_MODEL_FIELDS = ("width", "logit_scale", "alpha", "img_size", "weights", "dropout")
 _DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets"}
 
 
@@ -151,6 +151,9 @@ def _echo_result(result) -> None:
 @click.option("--cutout", type=click.IntRange(min=0), default=0, show_default=True,
               help="Side in pixels of a random square erased per image (0 = off).")
 @click.option("--width", type=click.IntRange(min=4), default=32, show_default=True, help="cnn: base channel width.")
+@click.option("--logit-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="cnn: constant factor on the logits before the softmax (ResNet-9 1/8, airbench 1/9); lets the "
+                   "convolutions train at a higher --lr. [default: 1]")
 @click.option("--weights", default=None,
               help="Pretrained base weights: imagenet (Keras download, default), none, or a path to an .h5 file.")
 @click.option("--alpha", type=float, default=None, help="MobileNet width multiplier [default: 1.0].")

@@ -50,7 +50,7 @@ def build(input_shape: tuple[int, int, int], num_classes: int, cfg: ModelConfig)
     Args:
         input_shape: (H, W, C) with C = 3 (RGB) or 1 (grey), H and W >= 8; float32 pixels in [0, 255].
         num_classes: number of output classes.
-        cfg: uses ``width`` (stem width w; blocks 2w, 8w, 8w) and ``dropout``.
+        cfg: uses ``width`` (stem width w; blocks 2w, 8w, 8w), ``dropout`` and ``logit_scale``.
 
     Returns:
         keras.Model: float32 (N, H, W, C) [0, 255] -> float32 (N, num_classes) probabilities.
@@ -62,7 +62,7 @@ def build(input_shape: tuple[int, int, int], num_classes: int, cfg: ModelConfig)
         x = conv_bn_relu(x, filters, f"block{i}a")
         x = L.MaxPooling2D(2, name=f"block{i}_pool")(x)
         x = conv_bn_relu(x, filters, f"block{i}b")
-    return keras.Model(inputs, classifier_head(x, num_classes, cfg.dropout, pool="max"), name="cnn")
+    return keras.Model(inputs, classifier_head(x, num_classes, cfg.dropout, pool="max", logit_scale=cfg.logit_scale), name="cnn")
 
 
 def _residual(x, filters: int, name: str):
@@ -93,4 +93,4 @@ def build_resnet9(input_shape: tuple[int, int, int], num_classes: int, cfg: Mode
     x = conv_bn_relu(x, 8 * w, "layer3")
     x = L.MaxPooling2D(2, name="layer3_pool")(x)
     x = _residual(x, 8 * w, "res3")
-    return keras.Model(inputs, classifier_head(x, num_classes, cfg.dropout), name="cnn")
+    return keras.Model(inputs, classifier_head(x, num_classes, cfg.dropout, logit_scale=cfg.logit_scale), name="cnn")

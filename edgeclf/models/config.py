@@ -26,6 +26,8 @@ class ModelConfig:
         img_size: transfer models' internal input size in pixels; the model resizes to it itself.
         weights: transfer models' base weights: ``"imagenet"`` (Keras download), ``"none"`` or a
             path to an .h5 file of the no-top base's weights.
+        logit_scale: ``cnn`` layouts: constant factor on the logits before the softmax (1 = none;
+            :func:`edgeclf.models._head.classifier_head`).
 
     Raises:
         ConfigError: unknown model, a value out of range, or an ``alpha`` without ImageNet weights
@@ -38,6 +40,7 @@ class ModelConfig:
     alpha: float | None = None
     img_size: int | None = None
     weights: str | None = None
+    logit_scale: float = 1.0
 
     def __post_init__(self) -> None:
         spec = get_spec(self.name)  # raises ConfigError for an unknown model
@@ -50,6 +53,8 @@ class ModelConfig:
             raise ConfigError(f"width must be >= 4, got {self.width}")
         if self.img_size < 32:
             raise ConfigError(f"img_size must be >= 32, got {self.img_size}")
+        if self.logit_scale <= 0:
+            raise ConfigError(f"logit_scale must be > 0, got {self.logit_scale}")
         if self.alpha <= 0:
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
         if (self.weights == "imagenet" and "alpha" in spec.options and spec.pretrained_alphas

@@ -49,7 +49,7 @@ def _scratch_cnn(name: str, summary: str, builder: str, epochs: int) -> ModelSpe
     """A from-scratch ``cnn`` layout: [-1, 1] input, ``--width``, the cnn recipe for ``epochs`` epochs,
     64 px automatic input size for large photos, width 4 in tests."""
     return ModelSpec(name=name, summary=summary, builder=builder, preprocessing=Preprocessing.MINUS_ONE_TO_ONE,
-                     recipe={"epochs": epochs, **_CNN_RECIPE}, options={"width"},
+                     recipe={"epochs": epochs, **_CNN_RECIPE}, options={"width", "logit_scale"},
                      tiny={"width": 4, "dropout": 0.0}, auto_input_size=64)
 
 
