@@ -279,6 +279,13 @@ def test_set_base_trainable_freezes_batchnorm_and_opens_the_last_layers():
     assert bn_layers and not any(layer.trainable for layer in bn_layers)
     assert n_all == sum(1 for layer in layers if layer.weights and not isinstance(layer, L.BatchNormalization))
     assert n_all > n
+    # --train-bn: the BatchNorm layers among the last N learn too (scale and offset)
+    mnv2.set_base_trainable(model, last, train_bn=True)
+    for i, layer in enumerate(layers):
+        assert layer.trainable == (i >= len(layers) - last), layer.name
+    assert "Conv_1_bn/gamma:0" in {w.name for w in model.trainable_weights}
+    assert not any("moving" in w.name for w in model.trainable_weights)
+    mnv2.set_base_trainable(model, -1)
     # BatchNorm runs in inference mode even in a training step: its moving statistics stay put
     before = [w.numpy().copy() for w in bn_layers[0].weights]
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)

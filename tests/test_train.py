@@ -170,6 +170,26 @@ def test_mobilenet_v2_two_phase_training(tiny_data_dir, tmp_path):
     assert "Conv1/kernel:0" not in changed and "block_1_expand/kernel:0" not in changed
 
 
+def test_mobilenet_v2_train_bn_learns_scale_and_offset_not_statistics(tiny_data_dir, tmp_path):
+    snaps = _BaseSnapshots()
+    cfg = _tiny_cfg(tiny_data_dir, tmp_path, model=ModelConfig(name="mobilenet_v2", weights="none", img_size=32),
+                    data=DataConfig(source=str(tiny_data_dir), val_split=0.0, limit=60, seed=0),
+                    head_epochs=0, epochs=1, fine_tune_layers=10, train_bn=True, fine_tune_lr=1e-3, batch_size=16,
+                    name="mnv2bn")
+    result = train(cfg, progress=False, extra_callbacks=[snaps])
+    init, after = snaps.snaps
+    changed = {n for n in init if not np.array_equal(after[n], init[n])}
+    # the last BatchNorm (Conv_1_bn) learns gamma and beta; its moving statistics never move
+    assert {"Conv_1_bn/gamma:0", "Conv_1_bn/beta:0", "Conv_1/kernel:0"} <= changed
+    assert not any("moving" in n for n in changed)
+    assert "bn_Conv1/gamma:0" not in changed  # outside the last 10 layers
+    # the saved model has its BatchNorm frozen again, so export can flatten the base
+    model = load_keras_model(result.model_dir)
+    bns = [x for x in mnv2.base_model(model).layers if isinstance(x, keras.layers.BatchNormalization)]
+    assert bns and not any(x.trainable for x in bns)
+    assert load_config(result.model_dir).train_bn
+
+
 # ---------------------------------------------------------------- interruption and failures
 
 
