@@ -9,6 +9,7 @@ edgeclf row comes from ``<results>/<run>/training/metrics.json`` and ``config.js
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def _command(cfg: dict) -> str:
     """The `edgeclf train` command of a run: the model options that apply to it and differ from the
     defaults (the registry says which apply), with the data and weights paths as in this repo."""
     from edgeclf.models import MODELS, ModelConfig
+    from edgeclf.train.config import TrainConfig
 
     model = cfg["model"]
     parts = ["edgeclf train", f"--model {model['name']}", "--data ../shared/datasets/cifar10-jpg", "--val-split 0"]
@@ -49,9 +51,13 @@ def _command(cfg: dict) -> str:
         if model[opt] != getattr(defaults, opt):
             value = ("../shared/weights/" + Path(model[opt]).name) if opt == "weights" else model[opt]
             parts.append(f"--{opt.replace('_', '-')} {value}")
+    # a field missing from an older config.json had TrainConfig's default (e.g. train_bn: False)
+    train_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for key, value in sorted(MODELS[model["name"]].recipe.items()):  # the training recipe where it differs
-        if key in cfg and cfg[key] != value and key != "mixed_precision":  # that one is printed below
-            parts.append(f"--{key.replace('_', '-')} {cfg[key]}")
+        have = cfg.get(key, train_defaults.get(key))
+        if have != value and key != "mixed_precision":  # that one is printed below
+            flag = key.replace("_", "-")
+            parts.append((f"--{flag}" if have else f"--no-{flag}") if isinstance(have, bool) else f"--{flag} {have}")
     if cfg.get("augment", {}).get("cutout_px"):
         parts.append(f"--cutout {cfg['augment']['cutout_px']}")
     if cfg.get("mixed_precision"):
