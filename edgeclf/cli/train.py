@@ -113,8 +113,8 @@ def _echo_result(result) -> None:
 @click.option("--fine-tune-layers", type=int, default=None,
               help="mobilenet_v2 phase 2: last N base layers made trainable (-1 = all).")
 @click.option("--train-bn/--no-train-bn", "train_bn", default=None,
-              help="mobilenet_v2 phase 2: train BatchNorm scale and offset (gamma, beta) too; its moving "
-                   "statistics never change (inference mode). Default per model.")
+              help="Transfer models, phase 2: train BatchNorm scale and offset (gamma, beta) too; its moving "
+                   "statistics never change (inference mode). Default: on for mobilenet_v2, off for the others.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step. Default per model.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Default per model.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (warm-up + cosine decay). Default per model.")
