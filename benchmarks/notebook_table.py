@@ -21,7 +21,8 @@ NOTEBOOKS = (
 )
 # results directories of edgeclf runs, in table order
 RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-cnn-w40",
-        "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160")
+        "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160",
+        "cifar10-mobilenet_v2-trainbn")
 # runs trained before their architecture was renamed: results dir -> today's --model name
 # (round 1 and round 2's first `cnn` was the ResNet-9 layout, now `cnn-resnet9`)
 RENAMED = {"cifar10-cnn-w16": "cnn-resnet9", "cifar10-cnn-resnet9": "cnn-resnet9"}
@@ -53,7 +54,10 @@ def _command(cfg: dict) -> str:
             parts.append(f"--{opt.replace('_', '-')} {value}")
     # a field missing from an older config.json had TrainConfig's default (e.g. train_bn: False)
     train_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for key, value in sorted(MODELS[model["name"]].recipe.items()):  # the training recipe where it differs
+    spec = MODELS[model["name"]]
+    # the training recipe and the model's training options (e.g. train_bn), where the run differs
+    wanted = {**{k: train_defaults[k] for k in spec.options & set(train_defaults)}, **spec.recipe}
+    for key, value in sorted(wanted.items()):
         have = cfg.get(key, train_defaults.get(key))
         if have != value and key != "mixed_precision":  # that one is printed below
             flag = key.replace("_", "-")
