@@ -114,7 +114,8 @@ def _echo_result(result) -> None:
               help="mobilenet_v2 phase 2: last N base layers made trainable (-1 = all).")
 @click.option("--train-bn/--no-train-bn", "train_bn", default=None,
               help="Transfer models, phase 2: train BatchNorm scale and offset (gamma, beta) too; its moving "
-                   "statistics never change (inference mode). Off by default: a better float mobilenet_v2, but its int8 PTQ files lose more (docs/training.md).")
+                   "statistics never change (inference mode). Off by default: a better float mobilenet_v2, "
+                   "but its int8 PTQ files lose more (docs/training.md).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step. Default per model.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Default per model.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (warm-up + cosine decay). Default per model.")

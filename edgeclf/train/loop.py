@@ -297,8 +297,8 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
         ckpt.abandon()
         raise
     history = ckpt.state["history"]
-    if spec.two_phase and cfg.train_bn:  # BatchNorm frozen again: export flattens the base, which needs that
-        spec.make_base_trainable(model, cfg.fine_tune_layers if cfg.epochs else 0)
+    if spec.two_phase and cfg.train_bn and cfg.epochs:  # BatchNorm frozen again: export flattens the base
+        spec.make_base_trainable(model, cfg.fine_tune_layers)
     if is_distributed(model):  # evaluate and save a plain model (all workers at once: the reads are collective)
         model = plain_copy(model)
     if ckpt.has_best and (interrupted or len(ds.val)):
