@@ -45,7 +45,7 @@ def _command(cfg: dict) -> str:
     from edgeclf.models import MODELS, ModelConfig
     from edgeclf.train.config import TrainConfig
 
-    model = cfg["model"]
+    model = {"logit_scale": 1.0, **cfg["model"]}  # configs older than logit_scale had none
     parts = ["edgeclf train", f"--model {model['name']}", "--data ../shared/datasets/cifar10-jpg", "--val-split 0"]
     defaults = ModelConfig(name=model["name"])
     for opt in sorted(MODELS[model["name"]].options & set(model)):

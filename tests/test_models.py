@@ -208,8 +208,9 @@ def test_cnn_width_scales_the_stages():
 @pytest.mark.parametrize("name", ["cnn", "cnn-resnet9"])
 def test_logit_scale_multiplies_the_logits_before_the_softmax(name):
     keras.backend.clear_session()
-    plain = build_model(_cfg(name, width=4), (32, 32, 3), 10)
-    scaled = build_model(_cfg(name, width=4, logit_scale=0.125), (32, 32, 3), 10)
+    plain = build_model(_cfg(name, width=4, logit_scale=1.0), (32, 32, 3), 10)
+    scaled = build_model(_cfg(name, width=4), (32, 32, 3), 10)  # the cnn layouts' default: 0.125
+    assert ModelConfig(name=name).logit_scale == 0.125 and ModelConfig(name="cnn-small").logit_scale == 1.0
     assert "logit_scale" not in [layer.name for layer in plain.layers]
     scaled.set_weights(plain.get_weights())  # the Rescaling layer has no weights
     x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
@@ -218,6 +219,10 @@ def test_logit_scale_multiplies_the_logits_before_the_softmax(name):
     np.testing.assert_allclose(scaled(x).numpy(), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="logit_scale"):
         ModelConfig(name=name, logit_scale=0.0)
+    # a config.json from before logit_scale existed describes a model without one, not today's default
+    old = TrainConfig.from_recipe(ModelConfig(name=name)).to_dict()
+    del old["model"]["logit_scale"]
+    assert TrainConfig.from_dict(old).model.logit_scale == 1.0
 
 
 def test_cnn_resnet9_width_scales_the_stages():

@@ -8,14 +8,14 @@ from edgeclf.errors import ConfigError
 from edgeclf.models.registry import get_spec
 
 #: Values of the per-model fields when neither the user nor the model's ``ModelSpec.defaults`` give one.
-FALLBACKS = {"alpha": 1.0, "img_size": 96, "weights": "imagenet"}
+FALLBACKS = {"alpha": 1.0, "img_size": 96, "weights": "imagenet", "logit_scale": 1.0}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture options. Each model uses the fields its spec lists in ``options``.
 
-    ``alpha``, ``img_size`` and ``weights`` given as None take the model's default
+    ``alpha``, ``img_size``, ``weights`` and ``logit_scale`` given as None take the model's default
     (``ModelSpec.defaults``, else :data:`FALLBACKS`), so after construction they are always set.
 
     Attributes:
@@ -27,7 +27,8 @@ class ModelConfig:
         weights: transfer models' base weights: ``"imagenet"`` (Keras download), ``"none"`` or a
             path to an .h5 file of the no-top base's weights.
         logit_scale: ``cnn`` layouts: constant factor on the logits before the softmax (1 = none;
-            :func:`edgeclf.models._head.classifier_head`).
+            :func:`edgeclf.models._head.classifier_head`); default 0.125 for the ``cnn`` layouts, 1
+            for the others.
 
     Raises:
         ConfigError: unknown model, a value out of range, or an ``alpha`` without ImageNet weights
@@ -40,7 +41,7 @@ class ModelConfig:
     alpha: float | None = None
     img_size: int | None = None
     weights: str | None = None
-    logit_scale: float = 1.0
+    logit_scale: float | None = None
 
     def __post_init__(self) -> None:
         spec = get_spec(self.name)  # raises ConfigError for an unknown model

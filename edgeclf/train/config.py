@@ -191,7 +191,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        d["model"] = ModelConfig(**d["model"])
+        # A config.json written before logit_scale existed describes a model without one (not today's default).
+        d["model"] = ModelConfig(**{"logit_scale": 1.0, **d["model"]})
         d["data"] = DataConfig.from_dict(d["data"])
         d["augment"] = AugmentConfig(**d["augment"])
         d["optimizer"] = Optimizer(d["optimizer"])
