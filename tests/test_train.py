@@ -4,11 +4,14 @@ interruption, one-line errors, and a real-data check on CIFAR-10 JPEGs (slow).""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 from _cli import run_cli as _run_cli
@@ -117,6 +120,9 @@ def test_saved_model_reloads_and_reproduces_the_test_metrics(one_epoch):
     m = evaluate_model(model, ds.x_test, ds.y_test, ds.class_names)
     assert m["top1_acc"] == result.metrics["top1_acc"]
     assert m["confusion_matrix"] == result.metrics["confusion_matrix"]
+    # inference weights only (the run used Adam): --resume restores the optimizer from its own checkpoint
+    with zipfile.ZipFile(result.model_dir / "model.keras") as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as h5:
+        assert "layers" in h5 and "optimizer" not in h5
 
 
 def test_trained_tiny_model_learned_the_task(tiny_model_dir):

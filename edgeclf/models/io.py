@@ -1,4 +1,4 @@
-"""Load a model directory's float model (``model.keras``, tf_keras)."""
+"""Save and load a model directory's float model (``model.keras``, tf_keras)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,23 @@ import threading
 from pathlib import Path
 
 from edgeclf.errors import ModelLoadError, one_line
+
+
+def save_keras_model(model, path: Path) -> None:
+    """Write ``model`` to ``path`` (a ``.keras`` archive) without its optimizer state.
+
+    The layers are saved through a new functional ``keras.Model`` over the same inputs and outputs
+    (same name, layers and weights, no optimizer attached): ``model.keras`` is for inference and
+    export, and ``--resume`` restores the optimizer from its own checkpoint. The Adam moments were
+    two thirds of a trained mobilenet_v2's 27.6 MB archive (round 2, session 9).
+
+    Args:
+        model: a functional tf_keras model (every edgeclf builder makes one).
+        path: the archive to write; its parent directory must exist.
+    """
+    from edgeclf._keras import keras
+
+    keras.Model(model.inputs, model.outputs, name=model.name).save(path)
 
 
 def load_keras_model(model_dir: Path):

@@ -27,6 +27,7 @@ from edgeclf.data import BUILTIN, balanced_class_weights, native_size, open_data
 from edgeclf.errors import ConfigError
 from edgeclf.models import build_model, get_spec
 from edgeclf.models.flops import count_macs
+from edgeclf.models.io import save_keras_model
 from edgeclf.train.checkpoint import (
     EpochState,
     RunCheckpoint,
@@ -323,7 +324,7 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
             "versions": {"edgeclf": __version__, **tool_versions()},
         })
         with reported_as(out_dir, work):
-            model.save(work / "model.keras")
+            save_keras_model(model, work / "model.keras")
             write_json(work / "config.json", cfg.to_dict())
             write_text(work / "labels.txt", "\n".join(ds.class_names) + "\n")
             write_text(work / "history.csv", _history_csv(history))
