@@ -44,9 +44,10 @@ def _command(cfg: dict) -> str:
     """The `edgeclf train` command of a run: the model options that apply to it and differ from the
     defaults (the registry says which apply), with the data and weights paths as in this repo."""
     from edgeclf.models import MODELS, ModelConfig
+    from edgeclf.models.config import BEFORE_FIELD
     from edgeclf.train.config import TrainConfig
 
-    model = {"logit_scale": 1.0, **cfg["model"]}  # configs older than logit_scale had none
+    model = {**BEFORE_FIELD, **cfg["model"]}  # what an older config.json was built with
     parts = ["edgeclf train", f"--model {model['name']}", "--data ../shared/datasets/cifar10-jpg", "--val-split 0"]
     defaults = ModelConfig(name=model["name"])
     for opt in sorted(MODELS[model["name"]].options & set(model)):

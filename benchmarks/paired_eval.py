@@ -18,7 +18,6 @@ import sys
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-
 from edgeclf.data import DataConfig, load_dataset  # noqa: E402
 from edgeclf.models.io import load_keras_model  # noqa: E402
 from edgeclf.train.evaluate import predict_source  # noqa: E402

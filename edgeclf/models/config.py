@@ -9,6 +9,9 @@ from edgeclf.models.registry import get_spec
 
 #: Values of the per-model fields when neither the user nor the model's ``ModelSpec.defaults`` give one.
 FALLBACKS = {"alpha": 1.0, "img_size": 96, "weights": "imagenet", "logit_scale": 1.0}
+#: What a config.json written before a field existed was built with (``logit_scale``: no scale layer,
+#: although the ``cnn`` layouts default to 0.125 today).
+BEFORE_FIELD = {"logit_scale": 1.0}
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,13 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """The ModelConfig a saved ``config.json`` describes; a field that older edgeclf versions did not
+        write takes the value those versions built with (:data:`BEFORE_FIELD`), not today's default.
+
+        Raises:
+            ConfigError: as the constructor.
+        """
+        return cls(**{**BEFORE_FIELD, **d})

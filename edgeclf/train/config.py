@@ -191,8 +191,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        # A config.json written before logit_scale existed describes a model without one (not today's default).
-        d["model"] = ModelConfig(**{"logit_scale": 1.0, **d["model"]})
+        d["model"] = ModelConfig.from_dict(d["model"])
         d["data"] = DataConfig.from_dict(d["data"])
         d["augment"] = AugmentConfig(**d["augment"])
         d["optimizer"] = Optimizer(d["optimizer"])
