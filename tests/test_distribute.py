@@ -16,7 +16,7 @@ import sys
 import pytest
 from conftest import REPO
 
-TIMEOUT_S = 900  # both processes together; the run itself takes ~1-2 min on 2 idle cores
+TIMEOUT_S = 900  # both processes together (--limit 60: 2 synchronised steps per epoch, 2 epochs)
 
 
 def _free_port() -> int:
@@ -31,7 +31,7 @@ def test_two_local_workers_train_and_only_the_chief_writes(tiny_data_dir, tiny_m
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     cmd = [sys.executable, "-m", "edgeclf.cli", "train", "--model", "cnn", "--width", "4", "--data",
-           str(tiny_data_dir), "--epochs", "2", "--batch-size", "32", "--optimizer", "adam", "--lr", "3e-3",
+           str(tiny_data_dir), "--epochs", "2", "--limit", "60", "--batch-size", "32", "--optimizer", "adam", "--lr", "3e-3",
            "--distribute", "multi-worker", "--out", str(out), "--name", "mw", "--seed", "0"]
     procs = []
     for i in range(2):
