@@ -62,8 +62,9 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     _scratch_cnn(
         "cnn", "CNN for small inputs (airbench layout, Conv-BN-ReLU, int8-clean)", "edgeclf.models.cnn:build",
         # airbench94's layout with ReLU (152 M MACs at 32x32). 45 epochs keep a full CIFAR-10 run under
-        # 2 h on a 2-core CPU in bf16 (~110-125 s per epoch on an AMX Xeon; 26 epochs reached 89.23 %
-        # there: README, round 2). In float32 (~215 s per epoch on an AMD EPYC Zen 4) pass --epochs 26.
+        # 2 h on a 2-core CPU in bf16 (110-160 s per epoch on an AMX Xeon: 89.70 % top-1 in 6,716 s,
+        # against 89.23 % after 26 epochs, McNemar p 0.099: README, round 2). In float32 (~215 s per
+        # epoch on an AMD EPYC Zen 4) pass --epochs 26.
         epochs=45),
     _scratch_cnn("cnn-resnet9", "ResNet-9 (Page 2018) at half width, round 2's first cnn",
                  "edgeclf.models.cnn:build_resnet9", epochs=30),
