@@ -7,7 +7,7 @@ DATA    ?= cifar10
 MNV2_WEIGHTS ?= imagenet
 DEMO_EPOCHS  ?= 5
 PYTEST_ARGS  ?=
-# pytest-xdist workers for `make test`: one per core; whole files per worker (module fixtures built once)
+# pytest-xdist workers for `make test`: one per core; a file's functions (or a class) per worker (module fixtures built once)
 PYTEST_WORKERS ?= 2
 
 .PHONY: install test test-fast test-stream demo bench lint clean
@@ -21,13 +21,13 @@ $(BIN)/edgeclf: pyproject.toml
 install: $(BIN)/edgeclf ## create .venv with edgeclf[train,dev]
 
 test: install ## the whole test suite (real-data tests included), PYTEST_WORKERS processes
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-fast: install ## tests without the slow real-data ones
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope -m "not slow" $(PYTEST_ARGS)
 
 test-stream: install ## the test suite with every image folder on the streaming input path (EDGECLF_STREAM=1)
-	EDGECLF_STREAM=1 $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	EDGECLF_STREAM=1 $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # train -> export (int8 TFLite + ONNX, validated) -> predict on test images
 demo: install
