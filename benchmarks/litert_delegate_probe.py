@@ -8,10 +8,10 @@ Usage: ``python benchmarks/litert_delegate_probe.py MODEL_DIR``. 1 thread, rando
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from ai_edge_litert.interpreter import OpResolverType
+from litert_speedup import batch1_call, timed_ms
 
 RESOLVERS = (("default (XNNPACK)", OpResolverType.AUTO),
              ("builtin, no delegate", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
@@ -20,20 +20,8 @@ RESOLVERS = (("default (XNNPACK)", OpResolverType.AUTO),
 def main(model_dir: str) -> None:
     for f in ("model_fp32.tflite", "model_int8.tflite"):
         for name, kind in RESOLVERS:
-            it = Interpreter(model_path=f"{model_dir}/{f}", num_threads=1, experimental_op_resolver_type=kind)
-            it.allocate_tensors()
-            inp = it.get_input_details()[0]
-            x = np.random.default_rng(0).integers(0, 256, inp["shape"]).astype(inp["dtype"])
-            for _ in range(30):
-                it.set_tensor(inp["index"], x)
-                it.invoke()
-            times = []
-            for _ in range(300):
-                t0 = time.perf_counter()
-                it.set_tensor(inp["index"], x)
-                it.invoke()
-                times.append(time.perf_counter() - t0)
-            print(f"{f:20s} {name:22s} p50 {np.median(times) * 1e3:.3f} ms  p95 {np.percentile(times, 95) * 1e3:.3f} ms")
+            ms = timed_ms(batch1_call(f"{model_dir}/{f}", 1, kind), 300, warmup=30)
+            print(f"{f:20s} {name:22s} p50 {np.median(ms):.3f} ms  p95 {np.percentile(ms, 95):.3f} ms")
 
 
 if __name__ == "__main__":

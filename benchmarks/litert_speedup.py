@@ -22,29 +22,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from edgeclf.bench.timing import time_calls  # noqa: E402  (bench's timing loop; no TensorFlow)
 
 
-def _loaded(path: Path, threads: int):
-    it = Interpreter(model_path=str(path), num_threads=threads)
+def batch1_call(path: Path, threads: int, resolver: OpResolverType = OpResolverType.AUTO):
+    """A no-argument function running one batch-1 ``set_tensor`` + ``invoke`` of the .tflite at ``path``
+    (random uint8 pixels cast to its input dtype), ``threads`` threads, op resolver ``resolver``."""
+    it = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
     it.allocate_tensors()
     inp = it.get_input_details()[0]
     x = np.random.default_rng(0).integers(0, 256, inp["shape"]).astype(inp["dtype"])
-    return it, inp["index"], x
 
-
-def _time_calls(it, index: int, x: np.ndarray, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        it.set_tensor(index, x)
+    def call() -> None:
+        it.set_tensor(inp["index"], x)
         it.invoke()
-        out.append(time.perf_counter() - t0)
-    return out
+    return call
+
+
+def timed_ms(call, n: int, warmup: int = 0) -> np.ndarray:
+    """float64 (n,) milliseconds of ``n`` timed calls of ``call`` after ``warmup`` untimed ones."""
+    return time_calls(call, warmup, 0.0, n, 0.0, float("inf"))
 
 
 def measure(model_dir: Path, rounds: int = 30, calls: int = 50, threads: int = 1,
@@ -56,20 +61,20 @@ def measure(model_dir: Path, rounds: int = 30, calls: int = 50, threads: int = 1
     ratios), ``rounds``, ``calls``, ``threads``, ``load_average`` (1/5/15 min, at the end).
     Raises FileNotFoundError when either file is missing.
     """
-    models = {f: _loaded(model_dir / f, threads) for f in files}
-    for it, idx, x in models.values():
-        _time_calls(it, idx, x, 30)
-    times: dict[str, list[float]] = {f: [] for f in files}
+    models = {f: batch1_call(model_dir / f, threads) for f in files}
+    for call in models.values():
+        timed_ms(call, 1, warmup=30)
+    times: dict[str, list[np.ndarray]] = {f: [] for f in files}
     ratios = []
     for r in range(rounds):
         order = files if r % 2 == 0 else files[::-1]
         p50 = {}
         for f in order:
-            t = _time_calls(*models[f], calls)
-            times[f] += t
+            t = timed_ms(models[f], calls)
+            times[f].append(t)
             p50[f] = float(np.median(t))
         ratios.append(p50[files[0]] / p50[files[1]])
-    return {"p50_ms": {f: round(float(np.median(t)) * 1e3, 4) for f, t in times.items()},
+    return {"p50_ms": {f: round(float(np.median(np.concatenate(t))), 4) for f, t in times.items()},
             "ratio_p50_of_rounds": round(float(np.median(ratios)), 3),
             "ratio_p10": round(float(np.percentile(ratios, 10)), 3),
             "ratio_p90": round(float(np.percentile(ratios, 90)), 3),
