@@ -61,6 +61,9 @@ def measure(model_dir: Path, rounds: int = 30, calls: int = 50, threads: int = 1
     ratios), ``rounds``, ``calls``, ``threads``, ``load_average`` (1/5/15 min, at the end).
     Raises FileNotFoundError when either file is missing.
     """
+    for f in files:
+        if not (model_dir / f).is_file():
+            raise FileNotFoundError(f"{model_dir / f}: no such file (export it first: edgeclf export)")
     models = {f: batch1_call(model_dir / f, threads) for f in files}
     for call in models.values():
         timed_ms(call, 1, warmup=30)
