@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.bench._worker_base import ACCURACY_CHUNK, Phase, batch_of
+from edgeclf.bench._worker_base import ACCURACY_CHUNK, Phase, batch_of, views
 from edgeclf.bench.config import TimingConfig
 from edgeclf.bench.timing import latency_stats, peak_rss_mb, throughput_stats
 
@@ -62,7 +62,8 @@ def run_keras(spec: dict, phase: Phase) -> None:
     timing = TimingConfig(**spec["timing"])
     images = np.load(spec["images"], mmap_mode="r")
     n_batch = int(spec["batch_size"])
-    one, many = batch_of(images, 1), batch_of(images, n_batch)
+    tta = bool(spec.get("tta"))  # flip test-time augmentation: each image and its mirror in one batch
+    one, many = views(batch_of(images, 1), tta), views(batch_of(images, n_batch), tta)
     phase.enter("run")
     if spec["kind"] in ("keras-function", "keras-gpu"):
         fn = tf.function(model, jit_compile=False, reduce_retracing=True)
@@ -71,22 +72,25 @@ def run_keras(spec: dict, phase: Phase) -> None:
             # .numpy() copies the result back to the host: the GPU latency includes the transfers
             res["latency"] = latency_stats(lambda: fn(t1, training=False).numpy(), timing)
             res["throughput"] = throughput_stats(lambda: fn(tn, training=False).numpy(), n_batch, timing)
-        res["throughput_mode"] = f"one call of batch {n_batch}"
+        res["throughput_mode"] = f"one call of batch {len(many)}"
     elif spec["kind"] == "keras-predict":
         res["latency"] = latency_stats(lambda: model.predict(one, verbose=0), timing)
-        res["throughput"] = throughput_stats(lambda: model.predict(many, batch_size=n_batch, verbose=0),
+        res["throughput"] = throughput_stats(lambda: model.predict(many, batch_size=len(many), verbose=0),
                                              n_batch, timing)
-        res["throughput_mode"] = f"model.predict of {n_batch} images, batch_size={n_batch}"
+        res["throughput_mode"] = f"model.predict of {len(many)} images, batch_size={len(many)}"
     else:
         raise ValueError(f"unknown worker kind {spec['kind']!r}")
     res["peak_rss_mb"] = peak_rss_mb()
     if spec["accuracy"] and spec["kind"] == "keras-function":
         phase.enter("accuracy")
         t0 = time.perf_counter()
-        probs = [fn(tf.constant(np.asarray(images[i:i + ACCURACY_CHUNK], dtype=np.float32)), training=False)
-                 .numpy() for i in range(0, len(images), ACCURACY_CHUNK)]
+        probs = []
+        for i in range(0, len(images), ACCURACY_CHUNK):
+            chunk = np.asarray(images[i:i + ACCURACY_CHUNK], dtype=np.float32)
+            p = _to_probs(fn(tf.constant(views(chunk, tta)), training=False).numpy())
+            probs.append((p[:len(chunk)] + p[len(chunk):]) * np.float32(0.5) if tta else p)
         res["accuracy_seconds"] = time.perf_counter() - t0
-        np.save(spec["probs_out"], _to_probs(np.concatenate(probs)))
+        np.save(spec["probs_out"], np.concatenate(probs))
 
 
 def _convert_default(tf, model, out_file: Path) -> None:

@@ -25,6 +25,12 @@ def batch_of(images: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([images[:n]] * reps)[:n], dtype=np.float32)
 
 
+def views(x: np.ndarray, tta: bool) -> np.ndarray:
+    """``x`` (N, H, W, C) as the engine sees it: unchanged, or with ``tta`` followed by its horizontal
+    mirrors, (2N, H, W, C) (the flip test-time augmentation of :class:`edgeclf.runtime.base.Classifier`)."""
+    return np.concatenate([x, np.ascontiguousarray(x[:, :, ::-1])]) if tta else x
+
+
 class Phase:
     """Tracks the current phase and rewrites the result JSON at ``path`` at each step.
 

@@ -109,6 +109,9 @@ class BenchConfig:
         seed: seed of the test subset.
         verify: check every listed artifact's sha256 against manifest.json before measuring
             (:func:`edgeclf.runtime.loader.verify_artifact`); a mismatch refuses the whole run.
+        tta: flip test-time augmentation in every row (:attr:`edgeclf.runtime.base.Classifier.tta`):
+            top-1 from the mean of each image's and its mirror's probabilities; latency and
+            throughput include both inferences (a batch of 2 per image, or 2 calls on a batch-1 model).
     """
 
     out_dir: Path | None = None
@@ -125,6 +128,7 @@ class BenchConfig:
     worker_timeout_s: float = 3600.0
     seed: int = 0
     verify: bool = True
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if self.threads < 1:

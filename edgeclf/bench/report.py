@@ -99,6 +99,9 @@ def _header(result: BenchResult, cfg: BenchConfig, name: str, source: str) -> st
         f"- SIMD flags present: {flags}", f"- versions: {versions}",
         (f"- threads: {cfg.threads} per engine (LiteRT num_threads, onnxruntime intra-op, TF intra-op; "
          f"inter-op 1); float original on: {device or 'n/a'}"),
+        *([("- test-time augmentation: flip (`--tta`): top-1 from the mean of each image's and its mirror's "
+             "probabilities; latency and throughput include both inferences (twice the MACs per image)")]
+          if cfg.tta else []),
         (f"- load average at start / end: {m.get('load_average_start')} / {m.get('load_average_end')} "
          "(other work on the machine inflates latencies)"), "",
         method, "",

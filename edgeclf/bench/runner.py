@@ -96,7 +96,7 @@ class _Workers:
     def __init__(self, cfg: BenchConfig, manifest: Manifest, work: Path, images: Path) -> None:
         self.cfg, self.work, self.count = cfg, work, 0
         self.base = {"input": manifest.input.to_dict(), "labels": list(manifest.labels),
-                     "threads": cfg.threads, "batch_size": cfg.batch_size,
+                     "threads": cfg.threads, "batch_size": cfg.batch_size, "tta": cfg.tta,
                      "timing": dataclasses.asdict(cfg.timing), "images": str(images)}
         env = dict(os.environ)
         pkg_root = str(Path(__file__).resolve().parents[2])

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.bench._worker_base import ACCURACY_CHUNK, PARENT_ENV, Phase, batch_of
+from edgeclf.bench._worker_base import ACCURACY_CHUNK, PARENT_ENV, Phase, batch_of, views
 from edgeclf.bench.config import TimingConfig
 from edgeclf.bench.timing import latency_stats, peak_rss_mb, throughput_stats
 
@@ -57,30 +57,26 @@ def run_runtime(spec: dict, phase: Phase) -> None:
     res.update(engine=clf.engine, device="CPU", input_dtype=str(clf.input_dtype),
                fixed_batch=clf.input_tensor.fixed_batch)
     phase.enter("run")
+    tta = bool(spec.get("tta"))
+    clf.tta = tta
     one = batch_of(images, 1)
-    x1 = clf.prepare_batch(one)
+    fixed = clf.input_tensor.fixed_batch
     raw = clf._run  # the backend's bare engine call: set input, invoke, read output
-    res["latency"] = latency_stats(lambda: raw(x1), timing)
+    res["latency"] = latency_stats(_bare_calls(raw, views(clf.prepare_batch(one), tta), fixed), timing)
     # The public API path (quantize + run + dequantize/softmax) for the overhead note.
     api_timing = TimingConfig(warmup_iters=timing.warmup_iters, warmup_seconds=0.0,
                               min_iters=max(1, timing.min_iters // 2), min_seconds=timing.min_seconds / 4,
                               max_seconds=timing.max_seconds / 4)
     res["api_latency"] = latency_stats(lambda: clf.predict(one), api_timing)
-    fixed = clf.input_tensor.fixed_batch
     if fixed is None:
-        xn = clf.prepare_batch(batch_of(images, n_batch))
-        res["throughput"] = throughput_stats(lambda: raw(xn), n_batch, timing)
-        res["throughput_mode"] = f"one call of batch {n_batch}"
+        xn = views(clf.prepare_batch(batch_of(images, n_batch)), tta)
+        res["throughput"] = throughput_stats(_bare_calls(raw, xn, fixed), n_batch, timing)
+        res["throughput_mode"] = f"one call of batch {len(xn)}"
     else:
-        xf = clf.prepare_batch(batch_of(images, fixed))
         calls = -(-n_batch // fixed)
-
-        def loop() -> None:
-            for _ in range(calls):
-                raw(xf)
-
-        res["throughput"] = throughput_stats(loop, calls * fixed, timing)
-        res["throughput_mode"] = f"{calls} calls of the fixed batch {fixed}"
+        xf = views(clf.prepare_batch(batch_of(images, calls * fixed)), tta)
+        res["throughput"] = throughput_stats(_bare_calls(raw, xf, fixed), calls * fixed, timing)
+        res["throughput_mode"] = f"{len(xf) // fixed} calls of the fixed batch {fixed}"
     res["peak_rss_mb"] = peak_rss_mb()
     if spec["accuracy"]:
         phase.enter("accuracy")
@@ -89,6 +85,20 @@ def run_runtime(spec: dict, phase: Phase) -> None:
                                 for i in range(0, len(images), ACCURACY_CHUNK)])
         res["accuracy_seconds"] = time.perf_counter() - t0
         np.save(spec["probs_out"], probs.astype(np.float32))
+
+
+def _bare_calls(raw, x: np.ndarray, fixed: int | None):
+    """A no-argument callable running the bare engine call ``raw`` over all of ``x`` (N, H, W, C): one
+    call, or on a fixed-batch model one call per consecutive chunk of ``fixed`` images (N divisible by it)."""
+    if fixed is None or fixed >= len(x):
+        return lambda: raw(x)
+    chunks = [np.ascontiguousarray(x[i:i + fixed]) for i in range(0, len(x), fixed)]
+
+    def loop() -> None:
+        for chunk in chunks:
+            raw(chunk)
+
+    return loop
 
 
 def die_with_parent() -> None:

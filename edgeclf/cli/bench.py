@@ -41,10 +41,13 @@ from edgeclf.errors import ConfigError, one_line
               help="Convert and measure the plain default-converter TFLite as a reference row.")
 @click.option("--no-verify", "no_verify", is_flag=True,
               help="Skip the sha256 check of the artifacts against manifest.json (~1 ms per MB).")
+@click.option("--tta", is_flag=True,
+              help="Flip test-time augmentation in every row: top-1 from each image and its mirror, latency and "
+                   "throughput of both inferences (what `edgeclf predict --tta` costs).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any row's status is not ok (missing exports included).")
 @user_errors
 def bench_cmd(model_dir, out_dir, work_dir, data, test_samples, threads, batch_size, min_accuracy, quick,
-              min_iters, min_seconds, keras, baseline, no_verify, strict):
+              min_iters, min_seconds, keras, baseline, no_verify, tta, strict):
     """Benchmark every artifact of MODEL_DIR against its float original.
 
     Writes bench.md (printed), bench.csv, bench.json, machine.json, accuracy_vs_latency.png and
@@ -63,7 +66,7 @@ def bench_cmd(model_dir, out_dir, work_dir, data, test_samples, threads, batch_s
         cfg = BenchConfig(out_dir=out_dir, work_dir=work_dir, data=data,
                           test_samples=test_samples or (200 if quick else None), threads=threads,
                           batch_size=batch_size, min_accuracy=min_accuracy, keras=keras, baseline=baseline,
-                          timing=timing, verify=not no_verify)
+                          timing=timing, verify=not no_verify, tta=tta)
     except ConfigError as exc:
         raise click.UsageError(one_line(exc)) from None
     result = run_bench(model_dir, cfg)

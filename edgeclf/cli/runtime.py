@@ -47,6 +47,9 @@ def model_options(threads_default: int | None, threads_help: str):
                           "intra-op threads). " + threads_help),
         click.option("--providers", metavar="P1,P2", help="onnxruntime execution providers in priority order "
                      "(.onnx only), e.g. CPUExecutionProvider."),
+        click.option("--tta", is_flag=True, help="Flip test-time augmentation: average the class probabilities "
+                     "of each image and its horizontal mirror (2 inferences per image: twice the latency). For "
+                     "classes that look the same mirrored, not text or left/right."),
     ]
     def decorate(f):
         for opt in reversed(options):
@@ -56,7 +59,7 @@ def model_options(threads_default: int | None, threads_help: str):
     return decorate
 
 
-def _load(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers):
+def _load(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers, tta):
     """Open the model for the shared options (ModelLoadError names the file)."""
     from edgeclf.runtime import load_classifier
 
@@ -64,7 +67,7 @@ def _load(model, artifact, no_verify, labels_file, input_size, mean, std, thread
         model, labels_file=labels_file, input_size=parse_size(input_size, "--input-size"),
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), threads=threads,
         providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
-        artifact=artifact, verify=not no_verify,
+        artifact=artifact, verify=not no_verify, tta=tta,
     )
 
 
@@ -81,7 +84,7 @@ def _load(model, artifact, no_verify, labels_file, input_size, mean, std, thread
 @click.option("--max-rows", default=50, show_default=True, type=click.IntRange(min=0),
               help="Rows of the printed table (0 = all); --json/--csv always hold every row.")
 @user_errors
-def predict_cmd(model, images, artifact, no_verify, labels_file, input_size, mean, std, threads, providers,
+def predict_cmd(model, images, artifact, no_verify, labels_file, input_size, mean, std, threads, providers, tta,
                 top_k, batch_size, json_out, csv_out, max_rows):
     """Classify IMAGES (files, folders searched recursively, or glob patterns) with MODEL.
 
@@ -99,7 +102,7 @@ def predict_cmd(model, images, artifact, no_verify, labels_file, input_size, mea
 
     if json_out == "-" and csv_out == "-":
         raise click.UsageError("only one of --json and --csv can write to stdout ('-')")
-    clf = _load(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers)
+    clf = _load(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers, tta)
     files = expand_image_paths(images)
 
     from tqdm import tqdm
@@ -154,7 +157,7 @@ def predict_cmd(model, images, artifact, no_verify, labels_file, input_size, mea
 @click.option("--json-stats", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the end-of-run stats (FPS, p50/p95 latency per stage) as JSON.")
 @user_errors
-def webcam_cmd(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers,
+def webcam_cmd(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers, tta,
                source, headless, save, max_frames, print_predictions, read_timeout, reconnects, max_skipped_frames,
                json_stats):
     """Classify frames from a camera, stream or video file with MODEL, live.
@@ -166,7 +169,7 @@ def webcam_cmd(model, artifact, no_verify, labels_file, input_size, mean, std, t
     """
     from edgeclf.runtime.camera import CameraConfig, run_camera
 
-    clf = _load(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers)
+    clf = _load(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers, tta)
     config = CameraConfig(source=source, headless=headless, save=save, max_frames=max_frames,
                           read_timeout_s=read_timeout, reconnects=reconnects,
                           max_skipped_frames=max_skipped_frames)

@@ -30,7 +30,7 @@ from edgeclf.errors import ConfigError, one_line
               help="Largest request body accepted (larger uploads get 413).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log every request.")
 @user_errors
-def serve_cmd(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers,
+def serve_cmd(model, artifact, no_verify, labels_file, input_size, mean, std, threads, providers, tta,
               host, port, workers, max_upload_mb, access_log):
     """Serve MODEL (a .tflite/.onnx file or a model directory) over HTTP, with a web page.
 
@@ -53,7 +53,8 @@ def serve_cmd(model, artifact, no_verify, labels_file, input_size, mean, std, th
                           input_size=parse_size(input_size, "--input-size"), mean=parse_floats(mean, "--mean"),
                           std=parse_floats(std, "--std"),
                           providers=tuple(p.strip() for p in providers.split(",") if p.strip()) if providers else None,
-                          threads=threads, max_upload_bytes=int(max_upload_mb * 2**20), verify=not no_verify)
+                          threads=threads, max_upload_bytes=int(max_upload_mb * 2**20), verify=not no_verify,
+                          tta=tta)
     except ConfigError as exc:
         raise click.UsageError(one_line(exc)) from None
     import uvicorn

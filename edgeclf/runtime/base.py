@@ -11,7 +11,9 @@ for every engine:
   files, scale 1 and zero point 0: the pixels as they are, as MediaPipe Tasks feeds them);
 * fixed batch-1 models are fed one image at a time, dynamic-batch models whole batches;
 * logits are turned into probabilities with a softmax (a model whose rows already sum to ~1 and
-  have no negative entries is taken to output probabilities).
+  have no negative entries is taken to output probabilities);
+* optional flip test-time augmentation (:attr:`Classifier.tta`): each image and its horizontal
+  mirror are run and their probabilities averaged.
 
 No TensorFlow anywhere in this package: it runs on a Raspberry Pi.
 """
@@ -84,10 +86,17 @@ class Classifier(abc.ABC):
     :attr:`precision` (``"int8"``, ``"fp32"``, ... as the metadata says, else inferred from the I/O
     dtypes or ``"unknown"``), :attr:`path`.
 
+    :attr:`tta` (default False): flip test-time augmentation. Every prediction then averages the
+    class probabilities of each image and of its horizontal mirror (two inferences per image, so
+    twice the latency and compute), as airbench's ``tta_level=1`` (Jordan 2024); Ultralytics'
+    ``augment=True`` is the same idea for detection. It suits classes that look the same mirrored (CIFAR-10's, most photos); not text, digits
+    or left/right classes. Measured on CIFAR-10: README "flip TTA".
+
     Not thread-safe: one classifier per thread (engines keep per-call state).
     """
 
     engine: str = ""
+    tta: bool = False
 
     def __init__(self, path: Path) -> None:
         self._path = Path(path)
@@ -267,7 +276,19 @@ class Classifier(abc.ABC):
     # -- public API ----------------------------------------------------------------------------
     def predict_prepared(self, x: np.ndarray) -> np.ndarray:
         """Like :meth:`predict` for input already in the model's dtype (from :meth:`prepare_batch`
-        or :meth:`uint8_lut`): (N, H, W, C) -> probs float32 (N, C)."""
+        or :meth:`uint8_lut`): (N, H, W, C) -> probs float32 (N, C).
+
+        With :attr:`tta`, the N images and their horizontal mirrors go through the engine together
+        (one batch of 2N on a dynamic-batch model) and each row is the mean of the two views' probabilities.
+        """
+        if not self.tta:
+            return self._predict_views(x)
+        n = x.shape[0]
+        probs = self._predict_views(np.concatenate([x, mirror(x)]))
+        return (probs[:n] + probs[n:]) * np.float32(0.5)
+
+    def _predict_views(self, x: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) in the model's dtype -> float32 (N, C) probabilities, one view per image."""
         n = x.shape[0]
         fixed = self._in.fixed_batch
         if fixed is None or fixed == n:
@@ -316,6 +337,11 @@ class Classifier(abc.ABC):
         probs = self.predict(to_model_batch(list(images), s.height, s.width, s.channels))
         idx, p = top_k_indices(probs, top_k)
         return [[(self._labels[j], float(pp)) for j, pp in zip(row_i, row_p)] for row_i, row_p in zip(idx, p)]
+
+
+def mirror(x: np.ndarray) -> np.ndarray:
+    """The horizontal mirror of an NHWC batch (width axis reversed), contiguous, same dtype and shape."""
+    return np.ascontiguousarray(x[:, :, ::-1])
 
 
 def top_k_indices(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -230,6 +230,7 @@ def load_classifier(
     providers: list[str] | None = None,
     artifact: str | None = None,
     verify: bool = True,
+    tta: bool = False,
 ) -> Classifier:
     """Open a model for inference.
 
@@ -244,6 +245,8 @@ def load_classifier(
             ``"any"``: the best one whose file exists (see :func:`choose_artifact`).
         verify: check the file's sha256 against its ``manifest.json`` entry (when there is one)
             before opening it (:func:`verify_artifact`; cost: one read of the file).
+        tta: flip test-time augmentation: average each image's and its mirror's probabilities
+            (:attr:`Classifier.tta <edgeclf.runtime.base.Classifier.tta>`; two inferences per image).
 
     Returns:
         a bound :class:`~edgeclf.runtime.base.Classifier`.
@@ -292,4 +295,5 @@ def load_classifier(
         labels = read_labels(labels_file)
     elif labels is None:
         raise ModelLoadError(f"{path}: {NO_LABELS}")
+    clf.tta = bool(tta)
     return clf.bind(spec, labels, precision)

@@ -58,6 +58,7 @@ class ServeConfig:
         max_upload_bytes: largest request body accepted (413 above it).
         max_top_k: largest ``top_k`` a request may ask for (capped to the number of classes anyway).
         verify: check the artifact's sha256 against manifest.json before opening it (``--no-verify`` off).
+        tta: flip test-time augmentation (``--tta``): each upload and its mirror, probabilities averaged.
     """
 
     model: str
@@ -71,6 +72,7 @@ class ServeConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_top_k: int = 100
     verify: bool = True
+    tta: bool = False
 
     def __post_init__(self) -> None:
         from edgeclf.errors import ConfigError
@@ -129,7 +131,7 @@ class ModelService:
         self._clf = load_classifier(cfg.model, labels_file=cfg.labels_file, input_size=cfg.input_size,
                                     mean=cfg.mean, std=cfg.std, threads=cfg.threads,
                                     providers=list(cfg.providers) if cfg.providers else None, artifact=cfg.artifact,
-                                    verify=cfg.verify)
+                                    verify=cfg.verify, tta=cfg.tta)
         self._lock = threading.Lock()
         path = Path(self._clf.path)
         s = self._clf.input_spec
@@ -138,6 +140,7 @@ class ModelService:
             "file": path.name,
             "engine": self._clf.engine,
             "precision": self._clf.precision,
+            "tta": self._clf.tta,
             "sha256": sha256_file(path),
             "size_bytes": path.stat().st_size,
             "labels": self._clf.labels,
