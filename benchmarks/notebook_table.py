@@ -4,7 +4,9 @@ Usage: python benchmarks/notebook_table.py [RESULTS_ROOT]   (default benchmarks/
 
 The notebooks' numbers are what the original notebooks state (not re-measured here); every
 edgeclf row comes from ``<results>/<run>/training/metrics.json`` and ``config.json`` (written by
-``edgeclf train``) and, for the CPU, the ``machine.json`` that ``edgeclf bench`` wrote beside it.
+``edgeclf train``) and, for the CPU, the ``machine.json`` that ``edgeclf bench`` wrote beside it. A run
+with ``<run>/tta/bench.json`` (``edgeclf bench DIR --tta``) gets a second row: its int8 TFLite file
+with flip test-time augmentation, as LiteRT ran it in that bench.
 """
 
 from __future__ import annotations
@@ -97,7 +99,24 @@ def table(root: Path) -> str:
         rows.append(f"| edgeclf `{m['model']}` ({run}) | **{m['top1_acc']:.2%}** | {epochs} | {secs:,.0f} s "
                     f"| {ips:,.0f} | {m['params'] / 1e6:.2f} M / {m['macs_per_image'] / 1e6:.0f} M | {_cpu(d)} "
                     f"| `{_command(cfg)}` |")
+        tta = _tta_int8_top1(d / "tta" / "bench.json")
+        if tta is not None:
+            rows.append(f"| edgeclf `{m['model']}` ({run}), int8 TFLite + flip TTA | **{tta:.2%}** | {epochs} "
+                        f"| {secs:,.0f} s | {ips:,.0f} | {m['params'] / 1e6:.2f} M / "
+                        f"{2 * m['macs_per_image'] / 1e6:.0f} M (2 views) | {_cpu(d / 'tta')} "
+                        f"| the model above; `edgeclf predict DIR IMAGES --tta` (`edgeclf bench DIR --tta`) |")
     return "\n".join(rows)
+
+
+def _tta_int8_top1(path: Path) -> float | None:
+    """Top-1 of the int8 TFLite row of an ``edgeclf bench --tta`` bench.json, or None (no such file/row)."""
+    if not path.is_file():
+        return None
+    bench = json.loads(path.read_text())
+    if not bench.get("config", {}).get("tta"):
+        return None
+    row = next((r for r in bench["rows"] if r["format"] == "tflite" and r["precision"] == "int8"), None)
+    return row["top1_acc"] if row and row.get("top1_acc") is not None else None
 
 
 if __name__ == "__main__":
