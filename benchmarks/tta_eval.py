@@ -1,0 +1,58 @@
+"""Flip test-time augmentation on a trained model's float original: top-1 of the image alone, of its
+mirror alone, and of their averaged probabilities (what ``edgeclf predict --tta`` does), paired.
+
+    python benchmarks/tta_eval.py MODEL_DIR [MODEL_DIR ...] --data ../shared/datasets/cifar10-jpg
+
+For each model directory (``model.keras``) prints one line with the three top-1 values on the test
+split and McNemar's exact test of TTA against the plain prediction (see ``paired_eval.py``). Writes
+nothing. The runtime files' TTA top-1 comes from ``edgeclf bench DIR --tta``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from paired_eval import mcnemar_exact_p  # noqa: E402
+
+from edgeclf._keras import tf  # noqa: E402
+from edgeclf.data import DataConfig, load_dataset  # noqa: E402
+from edgeclf.models.io import load_keras_model  # noqa: E402
+from edgeclf.train.evaluate import predict_source  # noqa: E402
+
+
+class _Mirrored:
+    """A model called on the horizontal mirror of its input (what predict_source needs of a model)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.output_shape = model, model.output_shape
+
+    def __call__(self, images, training=False):
+        return self.model(tf.image.flip_left_right(images), training=training)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model_dirs", nargs="+", help="model directories (model.keras)")
+    ap.add_argument("--data", required=True, help="dataset whose test split they are evaluated on")
+    args = ap.parse_args()
+    ds = load_dataset(DataConfig(source=args.data, val_split=0.0), progress=False)
+    for name in args.model_dirs:
+        model = load_keras_model(name)
+        probs, labels = predict_source(model, ds.test)
+        mirrored, labels_m = predict_source(_Mirrored(model), ds.test)
+        assert (labels == labels_m).all()
+        plain, tta = probs.argmax(1) == labels, (probs + mirrored).argmax(1) == labels
+        only_plain, only_tta = int((plain & ~tta).sum()), int((tta & ~plain).sum())
+        print(f"{name}: {len(labels)} test images; top-1 plain {plain.mean():.4f}, mirror "
+              f"{(mirrored.argmax(1) == labels).mean():.4f}, flip TTA {tta.mean():.4f} "
+              f"({100 * (tta.mean() - plain.mean()):+.2f} points; only plain right {only_plain}, only TTA right "
+              f"{only_tta}, McNemar exact p = {mcnemar_exact_p(only_plain, only_tta):.3g})")
+
+
+if __name__ == "__main__":
+    main()
