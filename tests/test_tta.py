@@ -81,7 +81,9 @@ def test_predict_cli_tta_prints_the_averaged_probabilities(models, tmp_path):
                                          "--top-k", "3", "--json", "-"])
     assert r.exit_code == 0, r.output
     clf = load_classifier(models.model_dir / "model_fp32.onnx", tta=True)
-    for row in json.loads(r.stdout)["predictions"]:
+    report = json.loads(r.stdout)
+    assert report["tta"] is True and "with flip TTA" in r.stderr
+    for row in report["predictions"]:
         i = int(Path(row["file"]).stem.split("_")[1])
         probs = clf.predict(models.images[i:i + 1].astype(np.float32))[0]
         for entry in row["top_k"]:

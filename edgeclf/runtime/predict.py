@@ -31,6 +31,7 @@ class PredictionReport:
         true_idx: int64 (N,) classes from labelled folders (``<class>/<file>``), or None.
         skipped: ``(file, one-line reason)`` for images that could not be decoded.
         engine, precision, model: what ran.
+        tta: whether flip test-time augmentation averaged two views per image.
         seconds: wall time of decoding + preprocessing + inference, s.
     """
 
@@ -43,6 +44,7 @@ class PredictionReport:
     engine: str = ""
     precision: str = ""
     model: str = ""
+    tta: bool = False
     seconds: float = 0.0
 
     @property
@@ -163,5 +165,6 @@ def predict_files(
         engine=classifier.engine,
         precision=classifier.precision,
         model=str(classifier.path),
+        tta=classifier.tta,
         seconds=time.perf_counter() - t0,
     )

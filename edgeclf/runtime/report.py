@@ -43,7 +43,7 @@ def format_summary(report: PredictionReport) -> str:
     top-k accuracy and a confusion matrix (rows true, columns predicted)."""
     lines = [
         f"{len(report.files)} image(s) in {report.seconds:.2f} s ({report.images_per_s:.1f} images/s incl. "
-        f"decode) on {report.engine} {report.precision}"
+        f"decode) on {report.engine} {report.precision}" + (" with flip TTA" if report.tta else "")
         + (f", {len(report.skipped)} skipped" if report.skipped else "")
     ]
     if report.labelled:
@@ -78,6 +78,7 @@ def report_dict(report: PredictionReport) -> dict:
         "model": report.model,
         "engine": report.engine,
         "precision": report.precision,
+        "tta": report.tta,
         "labels": list(report.labels),
         "predictions": [
             {
