@@ -23,6 +23,7 @@ import numpy as np
 from edgeclf.bench._worker_base import ACCURACY_CHUNK, Phase, batch_of, views
 from edgeclf.bench.config import TimingConfig
 from edgeclf.bench.timing import latency_stats, peak_rss_mb, throughput_stats
+from edgeclf.runtime.base import mean_of_views
 
 
 def _to_probs(out: np.ndarray) -> np.ndarray:
@@ -88,7 +89,7 @@ def run_keras(spec: dict, phase: Phase) -> None:
         for i in range(0, len(images), ACCURACY_CHUNK):
             chunk = np.asarray(images[i:i + ACCURACY_CHUNK], dtype=np.float32)
             p = _to_probs(fn(tf.constant(views(chunk, tta)), training=False).numpy())
-            probs.append((p[:len(chunk)] + p[len(chunk):]) * np.float32(0.5) if tta else p)
+            probs.append(mean_of_views(p) if tta else p)
         res["accuracy_seconds"] = time.perf_counter() - t0
         np.save(spec["probs_out"], np.concatenate(probs))
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from edgeclf._io import write_json
 from edgeclf.errors import one_line
+from edgeclf.runtime.base import flip_views
 
 PARENT_ENV = "EDGECLF_BENCH_PID"  # the bench's pid, set by the runner for its workers (worker.die_with_parent)
 
@@ -27,8 +28,8 @@ def batch_of(images: np.ndarray, n: int) -> np.ndarray:
 
 def views(x: np.ndarray, tta: bool) -> np.ndarray:
     """``x`` (N, H, W, C) as the engine sees it: unchanged, or with ``tta`` followed by its horizontal
-    mirrors, (2N, H, W, C) (the flip test-time augmentation of :class:`edgeclf.runtime.base.Classifier`)."""
-    return np.concatenate([x, np.ascontiguousarray(x[:, :, ::-1])]) if tta else x
+    mirrors, (2N, H, W, C) (:func:`edgeclf.runtime.base.flip_views`, what ``Classifier.tta`` runs)."""
+    return flip_views(x) if tta else x
 
 
 class Phase:

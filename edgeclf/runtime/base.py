@@ -89,8 +89,9 @@ class Classifier(abc.ABC):
     :attr:`tta` (default False): flip test-time augmentation. Every prediction then averages the
     class probabilities of each image and of its horizontal mirror (two inferences per image, so
     twice the latency and compute), as airbench's ``tta_level=1`` (Jordan 2024); Ultralytics'
-    ``augment=True`` is the same idea for detection. It suits classes that look the same mirrored (CIFAR-10's, most photos); not text, digits
-    or left/right classes. Measured on CIFAR-10: README "flip TTA".
+    ``augment=True`` is the same idea for detection. It suits classes that look the same mirrored
+    (CIFAR-10's, most photos); not text, digits or left/right classes. Measured on CIFAR-10: README
+    "flip TTA".
 
     Not thread-safe: one classifier per thread (engines keep per-call state).
     """
@@ -283,9 +284,7 @@ class Classifier(abc.ABC):
         """
         if not self.tta:
             return self._predict_views(x)
-        n = x.shape[0]
-        probs = self._predict_views(np.concatenate([x, mirror(x)]))
-        return (probs[:n] + probs[n:]) * np.float32(0.5)
+        return mean_of_views(self._predict_views(flip_views(x)))
 
     def _predict_views(self, x: np.ndarray) -> np.ndarray:
         """(N, H, W, C) in the model's dtype -> float32 (N, C) probabilities, one view per image."""
@@ -339,9 +338,16 @@ class Classifier(abc.ABC):
         return [[(self._labels[j], float(pp)) for j, pp in zip(row_i, row_p)] for row_i, row_p in zip(idx, p)]
 
 
-def mirror(x: np.ndarray) -> np.ndarray:
-    """The horizontal mirror of an NHWC batch (width axis reversed), contiguous, same dtype and shape."""
-    return np.ascontiguousarray(x[:, :, ::-1])
+def flip_views(x: np.ndarray) -> np.ndarray:
+    """The two views of flip test-time augmentation: NHWC ``x`` (N, H, W, C) followed by its horizontal
+    mirrors (width axis reversed), (2N, H, W, C), contiguous, same dtype."""
+    return np.concatenate([x, np.ascontiguousarray(x[:, :, ::-1])])
+
+
+def mean_of_views(probs: np.ndarray) -> np.ndarray:
+    """float (2N, C) probabilities of :func:`flip_views` input -> float32 (N, C), each image's mean of its two views."""
+    n = probs.shape[0] // 2
+    return ((probs[:n] + probs[n:]) * np.float32(0.5)).astype(np.float32, copy=False)
 
 
 def top_k_indices(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
