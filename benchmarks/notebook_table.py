@@ -72,10 +72,13 @@ def _command(cfg: dict) -> str:
         parts.append("--mixed-precision")
     if cfg.get("distill"):  # the teacher by its model directory's name (its results are another row)
         d = cfg["distill"]
-        parts.append(f"--teacher {Path(d['teacher']).name}")
+        teachers = [d["teacher"]] if isinstance(d["teacher"], str) else d["teacher"]  # a string before 2026-12-02
+        parts += [f"--teacher {Path(t).name}" for t in teachers]
         parts += [f"--{flag} {d[key]}" for key, flag, default in (("alpha", "distill-alpha", 0.9),
                                                                  ("temperature", "temperature", 4.0))
                   if key in d and d[key] != default]
+        if d.get("tta"):
+            parts.append("--teacher-tta")
     return " ".join(parts)
 
 

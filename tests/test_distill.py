@@ -19,7 +19,7 @@ from edgeclf.models import ModelConfig
 from edgeclf.models.io import load_keras_model
 from edgeclf.train import load_config, train
 from edgeclf.train.config import DistillConfig, Optimizer, TeacherTargets, TrainConfig
-from edgeclf.train.distill import distillation_loss
+from edgeclf.train.distill import distillation_loss, load_teacher
 from edgeclf.train.evaluate import predict_probs
 
 PERMUTATION = np.array([1, 2, 0])  # the teacher calls class 0 "1", 1 "2" and 2 "0": never the label
@@ -88,11 +88,14 @@ def test_saved_model_is_the_plain_student_and_config_records_distillation(studen
     m_plain, m_kd = load_keras_model(plain.model_dir), load_keras_model(kd.model_dir)
     assert [type(layer).__name__ for layer in m_kd.layers] == [type(layer).__name__ for layer in m_plain.layers]
     assert m_kd.count_params() == m_plain.count_params()
-    assert kd.metrics["params"] == plain.metrics["params"] and kd.metrics["teacher"] == str(teacher_dir)
+    assert kd.metrics["params"] == plain.metrics["params"] and kd.metrics["teacher"] == [str(teacher_dir)]
     cfg = load_config(kd.model_dir)
     assert cfg.distill == DistillConfig(str(teacher_dir), alpha=0.9, temperature=2.0, targets=TeacherTargets.CACHED)
     raw = json.loads((kd.model_dir / "config.json").read_text())
-    assert raw["distill"] == {"teacher": str(teacher_dir), "alpha": 0.9, "temperature": 2.0, "targets": "cached"}
+    assert raw["distill"] == {"teacher": [str(teacher_dir)], "alpha": 0.9, "temperature": 2.0, "targets": "cached",
+                              "tta": False}
+    # a config.json written before ensembles (one teacher as a string) still loads
+    assert DistillConfig(**{**raw["distill"], "teacher": str(teacher_dir)}) == cfg.distill
     assert load_config(plain.model_dir).distill is None
 
 
@@ -135,6 +138,7 @@ def test_teacher_with_other_classes_or_input_size_is_refused(tiny_data_dir, teac
 @pytest.mark.parametrize("args, message", [
     (["--distill-alpha", "0.5"], "--distill-alpha only applies with --teacher"),
     (["--temperature", "2", "--teacher-targets", "cached"], "--temperature, --teacher-targets only apply with"),
+    (["--teacher-tta"], "--teacher-tta only applies with --teacher"),
     (["--teacher", "t", "--distill-alpha", "0"], "distill_alpha must be in (0, 1]"),
     (["--teacher", "t", "--temperature", "-1"], "temperature must be > 0"),
 ])
@@ -144,10 +148,27 @@ def test_cli_distillation_usage_errors(args, message, tmp_path):
     assert message in r.output and "Usage:" in r.output
 
 
-def test_cli_train_with_teacher(tiny_data_dir, teacher_dir, tmp_path):
+def test_ensemble_teacher_with_tta_is_the_mean_over_teachers_and_mirrors(teacher_dir, tiny_model_dir, tiny_data_dir):
+    ds = load_dataset(DataConfig(source=str(tiny_data_dir), seed=0))
+    x = ds.x_test[:16].astype(np.float32)
+    singles = [predict_probs(load_keras_model(d), v) for d in (teacher_dir, tiny_model_dir)
+               for v in (x, x[:, :, ::-1])]  # the mirror reverses the width axis of NHWC
+    assert not np.allclose(singles[0], singles[1], atol=1e-3)  # the mirror is another input to the teacher
+    t = load_teacher(DistillConfig((str(teacher_dir), str(tiny_model_dir)), tta=True), ds.input_shape,
+                     ds.class_names)
+    got = predict_probs(t.model, x)
+    np.testing.assert_allclose(got, np.mean(singles, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+    assert not t.model.trainable and t.source == f"{teacher_dir}, {tiny_model_dir}"
+    one = load_teacher(DistillConfig(str(teacher_dir), tta=True), ds.input_shape, ds.class_names)
+    np.testing.assert_allclose(predict_probs(one.model, x), (singles[0] + singles[1]) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_train_with_teacher(tiny_data_dir, teacher_dir, tiny_model_dir, tmp_path):
     r = _run_cli(["train", "--data", tiny_data_dir, "--limit", 60, "--epochs", 1, "--width", 4, "--batch-size", 16,
-                  "--optimizer", "adam", "--lr", 3e-3, "--teacher", teacher_dir, "--temperature", 3,
-                  "--teacher-targets", "per-batch", "--name", "kd", "--out", tmp_path])
+                  "--optimizer", "adam", "--lr", 3e-3, "--teacher", teacher_dir, "--teacher", tiny_model_dir,
+                  "--teacher-tta", "--temperature", 3, "--teacher-targets", "per-batch", "--name", "kd", "--out", tmp_path])
     assert r.exit_code == 0, r.output
     cfg = load_config(tmp_path / "kd")
-    assert cfg.distill == DistillConfig(str(teacher_dir), alpha=0.9, temperature=3.0, targets=TeacherTargets.PER_BATCH)
+    assert cfg.distill == DistillConfig((str(teacher_dir), str(tiny_model_dir)), alpha=0.9, temperature=3.0,
+                                        targets=TeacherTargets.PER_BATCH, tta=True)

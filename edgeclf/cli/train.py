@@ -20,7 +20,8 @@ _AUGMENT_OPTIONS = ("translate", "rotate", "zoom", "cutout")
 _TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "train_bn", "batch_size", "optimizer", "lr", "fine_tune_lr",
                  "weight_decay", "label_smoothing", "mixed_precision")
 _MODEL_FIELDS = ("width", "logit_scale", "alpha", "img_size", "weights", "dropout")
-_DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets"}
+_DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets",
+                    "teacher_tta": "tta"}
 
 
 def _flag(name: str) -> str:
@@ -165,9 +166,10 @@ def _echo_result(result) -> None:
               help="Train in mixed_bfloat16 (saves float32). Default per model: cnn and cnn-resnet9 use it where "
                    "the CPU has AMX-BF16 or AVX512-BF16 (measured 1.7-2.1x faster there); the others train in "
                    "float32 (no faster in bf16).")
-@click.option("--teacher", default=None, metavar="MODEL_DIR",
+@click.option("--teacher", multiple=True, metavar="MODEL_DIR",
               help="Knowledge distillation (Hinton et al. 2015): also learn the soft outputs of this trained edgeclf "
-                   "model (same input size and classes as the student). The saved model is the plain student.")
+                   "model (same input size and classes as the student). Repeat for an ensemble teacher (the mean of "
+                   "the teachers' probabilities). The saved model is the plain student.")
 @click.option("--distill-alpha", type=float, default=None,
               help="Weight A in (0, 1] of the distillation term; the label cross-entropy gets 1 - A "
                    f"[default: {_DISTILL_DEFAULTS['alpha']:g}].")
@@ -179,6 +181,8 @@ def _echo_result(result) -> None:
                    "epoch); "
                    "per-batch: on every augmented batch, the images the student sees "
                    f"[default: {_DISTILL_DEFAULTS['targets'].value}].")
+@click.option("--teacher-tta", is_flag=True, default=False,
+              help="Average each teacher over the image and its horizontal mirror (flip TTA, as predict --tta).")
 @click.option("--resume", default=None, metavar="MODEL_DIR",
               help="Continue an interrupted run from its last finished epoch (optimizer state, learning-rate schedule "
                    "position, history) using the checkpoint OUT/.NAME.partial beside MODEL_DIR (or that checkpoint "
@@ -202,7 +206,7 @@ def train_cmd(**opts):
     if opts["resume"] is not None:
         return _resume(ctx, opts["resume"])
     spec = get_spec(opts["model_name"])
-    _refuse_unused_options(ctx, spec, opts["augment"], opts["teacher"] is not None)
+    _refuse_unused_options(ctx, spec, opts["augment"], bool(opts["teacher"]))
     try:
         mcfg = ModelConfig(name=spec.name, **{k: opts[k] for k in _MODEL_FIELDS if opts[k] is not None})
         dcfg = DataConfig(source=opts["data"], image_size=parse_size(opts["input_size"]),
@@ -212,7 +216,7 @@ def train_cmd(**opts):
                               cutout_px=opts["cutout"]) if opts["augment"]
                 else AugmentConfig(flip=False, translate_px=0))
         distill = None
-        if opts["teacher"] is not None:
+        if opts["teacher"]:
             distill = DistillConfig(teacher=opts["teacher"],
                                     **{f: opts[o] for o, f in _DISTILL_OPTIONS.items() if opts[o] is not None})
         cfg = TrainConfig.from_recipe(

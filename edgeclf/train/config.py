@@ -62,21 +62,31 @@ class DistillConfig:
     with ``z = log p`` of the teacher's / student's probabilities and the recipe's label smoothing
     in the cross-entropy.
 
+    With several teachers the teacher's probabilities are their mean (an ensemble teacher; Hinton et
+    al. 2015, section 3, distil an ensemble into one model); with ``tta`` each teacher's probabilities
+    are the mean over the image and its horizontal mirror (flip test-time augmentation, as
+    ``edgeclf predict --tta``).
+
     Attributes:
-        teacher: the teacher's model directory (its ``model.keras`` and ``labels.txt``); it must take
-            the same input size and classes as the student.
+        teacher: the teachers' model directories (each with ``model.keras`` and ``labels.txt``), one
+            or more; each must take the same input size and classes as the student. A single path
+            string is accepted and stored as a 1-tuple.
         alpha: weight of the distillation term, in (0, 1].
         temperature: softmax temperature ``T`` > 0 (``T = 1``: the teacher's probabilities as they are).
         targets: ``cached`` or ``per-batch`` teacher outputs (:class:`TeacherTargets`).
+        tta: average each teacher over the image and its horizontal mirror.
     """
 
-    teacher: str
+    teacher: tuple[str, ...]
     alpha: float = 0.9
     temperature: float = 4.0
     targets: TeacherTargets = TeacherTargets.CACHED
+    tta: bool = False
 
     def __post_init__(self) -> None:
-        if not self.teacher:
+        teachers = (self.teacher,) if isinstance(self.teacher, str) else tuple(self.teacher or ())
+        object.__setattr__(self, "teacher", tuple(str(t) for t in teachers))
+        if not self.teacher or not all(self.teacher):
             raise ConfigError("distillation needs a teacher model directory")
         if not 0 < self.alpha <= 1:
             raise ConfigError(f"distill_alpha must be in (0, 1], got {self.alpha}")
@@ -89,7 +99,7 @@ class DistillConfig:
                               f"got {self.targets!r}") from None
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "targets": self.targets.value}
+        return {**asdict(self), "teacher": list(self.teacher), "targets": self.targets.value}
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,11 @@ class Teacher:
 
 
 def load_teacher(cfg: DistillConfig, input_shape: tuple[int, int, int], class_names: list[str]) -> Teacher:
-    """Load ``cfg.teacher``'s ``model.keras`` and check it fits the student's data.
+    """Load ``cfg.teacher``'s ``model.keras`` files, check each fits the student's data, and combine them.
+
+    One teacher without ``cfg.tta`` is used as it is. Several teachers, or ``cfg.tta``, become one
+    frozen Keras model whose output is the mean of the teachers' probabilities on the image (and, with
+    ``tta``, on its horizontal mirror): float32 (N, H, W, C) [0, 255] -> float32 (N, C), summing to 1.
 
     Args:
         cfg: the distillation settings.
@@ -61,14 +65,21 @@ def load_teacher(cfg: DistillConfig, input_shape: tuple[int, int, int], class_na
         class_names: the data's classes, in index order.
 
     Raises:
-        FileNotFoundError: no model.keras / labels.txt in the teacher directory.
+        FileNotFoundError: no model.keras / labels.txt in a teacher directory.
         edgeclf.errors.ModelLoadError: model.keras is not loadable.
-        edgeclf.errors.ConfigError: the teacher takes another input size or predicts other classes
+        edgeclf.errors.ConfigError: a teacher takes another input size or predicts other classes
             (the message names the teacher directory).
     """
+    models = [_load_one(Path(t).expanduser(), input_shape, class_names) for t in cfg.teacher]
+    model = models[0] if len(models) == 1 and not cfg.tta else _mean_teacher(models, input_shape, cfg.tta)
+    model.trainable = False
+    return Teacher(model, cfg.alpha, cfg.temperature, cfg.targets, ", ".join(cfg.teacher))
+
+
+def _load_one(d: Path, input_shape: tuple[int, int, int], class_names: list[str]):
+    """One teacher directory's frozen model.keras, checked against the student's input and classes."""
     from edgeclf.models.io import load_keras_model
 
-    d = Path(cfg.teacher).expanduser()
     labels_path = d / "labels.txt"
     if not labels_path.is_file():
         raise FileNotFoundError(f"{labels_path}: not found (is {d} an edgeclf model directory?)")
@@ -84,7 +95,18 @@ def load_teacher(cfg: DistillConfig, input_shape: tuple[int, int, int], class_na
     if int(model.output_shape[-1]) != len(class_names):
         raise ConfigError(f"teacher {d}: {model.output_shape[-1]} outputs for {len(class_names)} classes")
     model.trainable = False
-    return Teacher(model, cfg.alpha, cfg.temperature, cfg.targets, str(d))
+    return model
+
+
+def _mean_teacher(models: list, input_shape: tuple[int, int, int], tta: bool):
+    """A Keras model: the mean of ``models``' float32 probabilities, over the image and (``tta``) its
+    mirror along the width axis (axis 2 of NHWC, the flip of :func:`edgeclf.runtime.base.flip_views`)."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    views = [inputs, keras.layers.Lambda(lambda x: tf.reverse(x, axis=[2]), name="mirror", dtype="float32")(inputs)] if tta else [inputs]
+    outs = [keras.layers.Activation("linear", dtype="float32", name=f"teacher{i}_view{j}")(m(v))
+            for i, m in enumerate(models) for j, v in enumerate(views)]
+    return keras.Model(inputs, outs[0] if len(outs) == 1 else keras.layers.Average(name="mean", dtype="float32")(outs),
+                       name="teacher_mean")
 
 
 def _soft_log(p: tf.Tensor, temperature: float) -> tf.Tensor:

@@ -318,7 +318,7 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
             "best_val_top1_acc": round(float(best), 4) if best is not None and len(ds.val) else None,
             "train_seconds": round(float(ckpt.state["train_seconds"]), 1), "epochs_run": len(history),
             "interrupted": interrupted, "resumed": int(ckpt.state["sessions"]) - 1,
-            "teacher": cfg.distill.teacher if cfg.distill else None,
+            "teacher": list(cfg.distill.teacher) if cfg.distill else None,
             "params": int(model.count_params()), "macs_per_image": count_macs(model),
             "flops_per_image": 2 * count_macs(model), "input_shape": list(ds.input_shape),
             "versions": {"edgeclf": __version__, **tool_versions()},
