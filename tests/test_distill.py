@@ -162,6 +162,9 @@ def test_ensemble_teacher_with_tta_is_the_mean_over_teachers_and_mirrors(teacher
     assert not t.model.trainable and t.source == f"{teacher_dir}, {tiny_model_dir}"
     one = load_teacher(DistillConfig(str(teacher_dir), tta=True), ds.input_shape, ds.class_names)
     np.testing.assert_allclose(predict_probs(one.model, x), (singles[0] + singles[1]) / 2, rtol=1e-5, atol=1e-6)
+    # two runs of one architecture (the same layer names) combine too
+    twice = load_teacher(DistillConfig((str(tiny_model_dir), str(tiny_model_dir))), ds.input_shape, ds.class_names)
+    np.testing.assert_allclose(predict_probs(twice.model, x), singles[2], rtol=1e-5, atol=1e-6)
 
 
 def test_cli_train_with_teacher(tiny_data_dir, teacher_dir, tiny_model_dir, tmp_path):

@@ -98,15 +98,26 @@ def _load_one(d: Path, input_shape: tuple[int, int, int], class_names: list[str]
     return model
 
 
+class _MeanTeacher(keras.Model):
+    """The mean of ``members``' float32 probabilities over the image and (``tta``) its mirror along the
+    width axis (axis 2 of NHWC, the flip of :func:`edgeclf.runtime.base.flip_views`). A subclassed model,
+    so teachers whose layers share names (two runs of one architecture) can be combined."""
+
+    def __init__(self, members: list, tta: bool):
+        super().__init__(name="teacher_mean", dtype="float32")
+        self.members, self.tta = list(members), bool(tta)
+
+    def call(self, x, training=False):
+        views = [x, tf.reverse(x, axis=[2])] if self.tta else [x]
+        outs = [tf.cast(m(v, training=False), tf.float32) for m in self.members for v in views]
+        return tf.add_n(outs) / float(len(outs))
+
+
 def _mean_teacher(models: list, input_shape: tuple[int, int, int], tta: bool):
-    """A Keras model: the mean of ``models``' float32 probabilities, over the image and (``tta``) its
-    mirror along the width axis (axis 2 of NHWC, the flip of :func:`edgeclf.runtime.base.flip_views`)."""
-    inputs = keras.Input(shape=input_shape, name="image")
-    views = [inputs, keras.layers.Lambda(lambda x: tf.reverse(x, axis=[2]), name="mirror", dtype="float32")(inputs)] if tta else [inputs]
-    outs = [keras.layers.Activation("linear", dtype="float32", name=f"teacher{i}_view{j}")(m(v))
-            for i, m in enumerate(models) for j, v in enumerate(views)]
-    return keras.Model(inputs, outs[0] if len(outs) == 1 else keras.layers.Average(name="mean", dtype="float32")(outs),
-                       name="teacher_mean")
+    """:class:`_MeanTeacher` of ``models``, built for float32 (N, *input_shape) inputs."""
+    model = _MeanTeacher(models, tta)
+    model.build((None, *input_shape))
+    return model
 
 
 def _soft_log(p: tf.Tensor, temperature: float) -> tf.Tensor:
