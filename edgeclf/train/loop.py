@@ -148,7 +148,7 @@ def train(cfg: TrainConfig, progress: bool = True,
 
     Args:
         cfg: the training configuration.
-        progress: show a progress bar while decoding image folders.
+        progress: show progress bars while decoding image folders and computing cached teacher outputs.
         extra_callbacks: Keras callbacks run after edgeclf's own (checkpoint, history, early
             stopping) in every phase, e.g. for logging; one raising ``KeyboardInterrupt`` behaves
             like Ctrl-C.
@@ -271,7 +271,7 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
         set_seed(cfg.seed)
         ds = open_dataset(cfg.data, channels=3, progress=progress, cache_dir=worker.cache_dir(cfg.data.cache))
         log.info("%s", ds.summary())
-        teacher = load_teacher(cfg.distill, ds.input_shape, ds.class_names) if cfg.distill else None
+        teacher = load_teacher(cfg.distill, ds.input_shape, ds.class_names, progress) if cfg.distill else None
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision else "float32")
         log.info("precision: %s (--mixed-precision/--no-mixed-precision to choose)",
                  "mixed_bfloat16" if cfg.mixed_precision else "float32")
