@@ -1,11 +1,12 @@
 """Flip test-time augmentation on a trained model's float original: top-1 of the image alone, of its
 mirror alone, and of their averaged probabilities (what ``edgeclf predict --tta`` does), paired.
 
-    python benchmarks/tta_eval.py MODEL_DIR [MODEL_DIR ...] --data ../shared/datasets/cifar10-jpg
+    python benchmarks/tta_eval.py MODEL_DIR [MODEL_DIR ...] --data ../shared/datasets/cifar10-jpg [--ensemble]
 
 For each model directory (``model.keras``) prints one line with the three top-1 values on the test
-split and McNemar's exact test of TTA against the plain prediction (see ``paired_eval.py``). Writes
-nothing. The runtime files' TTA top-1 comes from ``edgeclf bench DIR --tta``.
+split and McNemar's exact test of TTA against the plain prediction (see ``paired_eval.py``). With
+``--ensemble`` one more line: the mean of all the models' probabilities, plain and with flip TTA
+(what ``edgeclf train --teacher A --teacher B [--teacher-tta]`` distils from). Writes nothing. The runtime files' TTA top-1 comes from ``edgeclf bench DIR --tta``.
 """
 
 from __future__ import annotations
@@ -39,19 +40,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model_dirs", nargs="+", help="model directories (model.keras)")
     ap.add_argument("--data", required=True, help="dataset whose test split they are evaluated on")
+    ap.add_argument("--ensemble", action="store_true", help="also the mean of all the models, plain and TTA")
     args = ap.parse_args()
     ds = load_dataset(DataConfig(source=args.data, val_split=0.0), progress=False)
+    sums = {}
     for name in args.model_dirs:
         model = load_keras_model(name)
         probs, labels = predict_source(model, ds.test)
         mirrored, labels_m = predict_source(_Mirrored(model), ds.test)
         assert (labels == labels_m).all()
-        plain, tta = probs.argmax(1) == labels, (probs + mirrored).argmax(1) == labels
-        only_plain, only_tta = int((plain & ~tta).sum()), int((tta & ~plain).sum())
-        print(f"{name}: {len(labels)} test images; top-1 plain {plain.mean():.4f}, mirror "
-              f"{(mirrored.argmax(1) == labels).mean():.4f}, flip TTA {tta.mean():.4f} "
-              f"({100 * (tta.mean() - plain.mean()):+.2f} points; only plain right {only_plain}, only TTA right "
-              f"{only_tta}, McNemar exact p = {mcnemar_exact_p(only_plain, only_tta):.3g})")
+        sums = {"plain": sums.get("plain", 0) + probs, "mirror": sums.get("mirror", 0) + mirrored, "labels": labels}
+        _report(name, probs, mirrored, labels)
+    if args.ensemble:
+        _report(f"ensemble of {len(args.model_dirs)}", sums["plain"], sums["mirror"], sums["labels"])
+
+
+def _report(name: str, probs, mirrored, labels) -> None:
+    """One line: top-1 plain / mirror / flip TTA of (N, C) probabilities (or sums), McNemar TTA vs plain."""
+    plain, tta = probs.argmax(1) == labels, (probs + mirrored).argmax(1) == labels
+    only_plain, only_tta = int((plain & ~tta).sum()), int((tta & ~plain).sum())
+    print(f"{name}: {len(labels)} test images; top-1 plain {plain.mean():.4f}, mirror "
+          f"{(mirrored.argmax(1) == labels).mean():.4f}, flip TTA {tta.mean():.4f} "
+          f"({100 * (tta.mean() - plain.mean()):+.2f} points; only plain right {only_plain}, only TTA right "
+          f"{only_tta}, McNemar exact p = {mcnemar_exact_p(only_plain, only_tta):.3g})")
 
 
 if __name__ == "__main__":
