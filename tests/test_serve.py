@@ -245,13 +245,19 @@ def cifar_model(tmp_path_factory):
     return model_dir, photos[best], photos[best].parent.name
 
 
-@pytest.mark.slow
-def test_page_in_headless_chromium_classifies_a_cifar10_photo(cifar_model, tmp_path):
-    """Load the page, choose a CIFAR-10 test photo, see the right label on top; save a screenshot
-    (copied to $EDGECLF_SCREENSHOT if set)."""
+@pytest.fixture(scope="module")  # module scope like cifar_model: pytest sets up higher scopes first
+def browser_available() -> None:
+    """Skip unless selenium and Debian's chromium + chromedriver are installed; requested before
+    ``cifar_model`` so a machine without them skips before the training."""
     pytest.importorskip("selenium", reason="selenium is not installed (.ci/run installs it)")
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip("Debian chromium + chromium-driver are not installed (.ci/run installs them)")
+
+
+@pytest.mark.slow
+def test_page_in_headless_chromium_classifies_a_cifar10_photo(browser_available, cifar_model, tmp_path):
+    """Load the page, choose a CIFAR-10 test photo, see the right label on top; save a screenshot
+    (copied to $EDGECLF_SCREENSHOT if set)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
