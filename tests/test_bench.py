@@ -1,7 +1,7 @@
 """``edgeclf bench``: complete table, CSV == Markdown, failures as status rows, --min-accuracy exit code.
 
-One bench run (``--quick``) on a copy of the tiny model directory with an fp32 TFLite, an fp32
-ONNX and a deliberately truncated ``.tflite`` listed in the manifest.
+One bench run (``--quick``) on a copy of the tiny model directory with fp32 and int8 TFLite and
+ONNX files and a deliberately truncated ``.tflite`` listed in the manifest.
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ def test_bench_writes_complete_table(bench_run):
     assert list(md[0]) == list(COLUMNS)
     by = {(r["format"], r["precision"]): r for r in md}
     for key in (("keras model.predict", "fp32"), ("keras tf.function", "fp32"), ("tflite", "fp32"),
-                ("onnx", "fp32"), ("tflite (default converter, reference)", "dynamic")):
-        row = by[key]
+                ("onnx", "fp32"), ("tflite (default converter, reference)", "dynamic"), "model_int8.tflite",
+                "model_int8.onnx"):
+        row = by[key] if isinstance(key, tuple) else next(r for r in md if r["file"] == key)
         assert row["status"] == "ok", row
         assert all(row[c] not in ("", NA) for c in COLUMNS if c != "detail"), row
         assert 0.0 <= float(row["top1_acc"]) <= 1.0
