@@ -23,12 +23,15 @@ NOTEBOOKS = (
 )
 # results directories of edgeclf runs, in table order
 RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-cnn-w40",
-        "cifar10-cnn-airbench", "cifar10-cnn-45ep", "cifar10-cnn-45ep-cutout",
+        "cifar10-cnn-airbench", "cifar10-cnn-45ep", "cifar10-cnn-45ep-cutout", "cifar10-cnn-45ep-ens-kd",
         "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160",
         "cifar10-mobilenet_v2-trainbn")
 # runs trained before their architecture was renamed: results dir -> today's --model name
 # (round 1 and round 2's first `cnn` was the ResNet-9 layout, now `cnn-resnet9`)
 RENAMED = {"cifar10-cnn-w16": "cnn-resnet9", "cifar10-cnn-resnet9": "cnn-resnet9"}
+# distillation teachers by the path config.json records -> the results directory of that run (its row)
+TEACHER_RUNS = {"/work/runs/s11/cifar10-cnn.trained": "cifar10-cnn-45ep",
+                "/work/runs/s12/cifar10-cnn-cutout.trained": "cifar10-cnn-45ep-cutout"}
 
 
 def _cpu(run_dir: Path) -> str:
@@ -73,7 +76,7 @@ def _command(cfg: dict) -> str:
     if cfg.get("distill"):  # the teacher by its model directory's name (its results are another row)
         d = cfg["distill"]
         teachers = [d["teacher"]] if isinstance(d["teacher"], str) else d["teacher"]  # a string before 2026-12-02
-        parts += [f"--teacher {Path(t).name}" for t in teachers]
+        parts += [f"--teacher {TEACHER_RUNS.get(t, Path(t).name)}" for t in teachers]
         parts += [f"--{flag} {d[key]}" for key, flag, default in (("alpha", "distill-alpha", 0.9),
                                                                  ("temperature", "temperature", 4.0))
                   if key in d and d[key] != default]
