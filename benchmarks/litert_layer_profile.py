@@ -10,9 +10,10 @@ nested base models included) is rebuilt as a one-layer model with the same input
 strides, padding and weights, followed by the ReLU6 that XNNPACK fuses into it, converted to an fp32
 and a full-integer int8 TFLite file (per-channel weights, int8 input and output, representative
 dataset of 16 random inputs: the timing does not depend on the values), and timed batch-1 with
-``ai_edge_litert`` (default resolver = XNNPACK) as ``litert_speedup.py`` times whole files: both
-files in one process, ``--calls`` calls of one then the other, order alternating over ``--rounds``.
-Reported per layer: MACs, the p50 of each file (microseconds) and the fp32/int8 ratio; summed per
+``ai_edge_litert`` (default resolver = XNNPACK) by ``litert_speedup.interleaved``, as whole files
+are timed: both files in one process, ``--calls`` calls of one then the other, order alternating
+over ``--rounds``. Reported per layer: MACs, the median over rounds of each file's per-round p50
+(microseconds) and the fp32/int8 ratio; summed per
 operator kind (1x1 conv, 3x3 conv, depthwise, dense). A one-layer file adds a fixed invoke overhead
 (~several microseconds) that the whole model pays once, so small layers' ratios lean towards 1.
 
@@ -35,7 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from benchmarks.litert_speedup import batch1_call, timed_ms  # noqa: E402
+from benchmarks.litert_speedup import batch1_call, interleaved  # noqa: E402
 
 
 def conv_layers(model) -> list:
@@ -107,14 +108,8 @@ def profile(model_dir: Path, rounds: int, calls: int, threads: int) -> list[dict
             for fmt in ("fp32", "int8"):
                 paths[fmt] = Path(tmp) / f"{i}_{fmt}.tflite"
                 paths[fmt].write_bytes(convert(m, fmt == "int8"))
-            fns = {f: batch1_call(p, threads) for f, p in paths.items()}
-            for fn in fns.values():
-                timed_ms(fn, 1, warmup=20)
-            p50 = {f: [] for f in fns}
-            for r in range(rounds):
-                for f in (("fp32", "int8") if r % 2 == 0 else ("int8", "fp32")):
-                    p50[f].append(float(np.median(timed_ms(fns[f], calls))))
-            us = {f: 1000 * float(np.median(v)) for f, v in p50.items()}
+            times = interleaved({f: batch1_call(p, threads) for f, p in paths.items()}, rounds, calls, warmup=20)
+            us = {f: 1000 * float(np.median([np.median(t) for t in v])) for f, v in times.items()}
             rows.append({"layer": layer.name, "kind": kind(layer), "input": "x".join(map(str, layer.input_shape[1:])),
                          "output": "x".join(map(str, layer.output_shape[1:])), "macs": macs(layer),
                          "fp32_us": round(us["fp32"], 2), "int8_us": round(us["int8"], 2),

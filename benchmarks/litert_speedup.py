@@ -52,6 +52,21 @@ def timed_ms(call, n: int, warmup: int = 0) -> np.ndarray:
     return time_calls(call, warmup, 0.0, n, 0.0, float("inf"))
 
 
+def interleaved(calls_by_name: dict, rounds: int, calls: int, warmup: int) -> dict[str, list[np.ndarray]]:
+    """Time several no-argument functions interleaved: ``warmup`` untimed calls each, then ``rounds``
+    rounds of ``calls`` timed calls of each in turn (order reversed every other round).
+
+    Returns name -> one float64 (calls,) array of milliseconds per round."""
+    names = list(calls_by_name)
+    for fn in calls_by_name.values():
+        timed_ms(fn, 1, warmup=warmup)
+    times: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            times[n].append(timed_ms(calls_by_name[n], calls))
+    return times
+
+
 def measure(model_dir: Path, rounds: int = 30, calls: int = 50, threads: int = 1,
             files: tuple[str, str] = ("model_fp32.tflite", "model_int8.tflite")) -> dict:
     """Interleaved batch-1 latency of MODEL_DIR's fp32 and int8 TFLite files (``files``: their names).
@@ -64,19 +79,8 @@ def measure(model_dir: Path, rounds: int = 30, calls: int = 50, threads: int = 1
     for f in files:
         if not (model_dir / f).is_file():
             raise FileNotFoundError(f"{model_dir / f}: no such file (export it first: edgeclf export)")
-    models = {f: batch1_call(model_dir / f, threads) for f in files}
-    for call in models.values():
-        timed_ms(call, 1, warmup=30)
-    times: dict[str, list[np.ndarray]] = {f: [] for f in files}
-    ratios = []
-    for r in range(rounds):
-        order = files if r % 2 == 0 else files[::-1]
-        p50 = {}
-        for f in order:
-            t = timed_ms(models[f], calls)
-            times[f].append(t)
-            p50[f] = float(np.median(t))
-        ratios.append(p50[files[0]] / p50[files[1]])
+    times = interleaved({f: batch1_call(model_dir / f, threads) for f in files}, rounds, calls, warmup=30)
+    ratios = [float(np.median(a)) / float(np.median(b)) for a, b in zip(times[files[0]], times[files[1]])]
     return {"p50_ms": {f: round(float(np.median(np.concatenate(t))), 4) for f, t in times.items()},
             "ratio_p50_of_rounds": round(float(np.median(ratios)), 3),
             "ratio_p10": round(float(np.percentile(ratios, 10)), 3),

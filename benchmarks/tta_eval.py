@@ -6,7 +6,8 @@ mirror alone, and of their averaged probabilities (what ``edgeclf predict --tta`
 For each model directory (``model.keras``) prints one line with the three top-1 values on the test
 split and McNemar's exact test of TTA against the plain prediction (see ``paired_eval.py``). With
 ``--ensemble`` one more line: the mean of all the models' probabilities, plain and with flip TTA
-(what ``edgeclf train --teacher A --teacher B [--teacher-tta]`` distils from). Writes nothing. The runtime files' TTA top-1 comes from ``edgeclf bench DIR --tta``.
+(what ``edgeclf train --teacher A --teacher B [--teacher-tta]`` distils from). Writes nothing. The
+runtime files' TTA top-1 comes from ``edgeclf bench DIR --tta``.
 """
 
 from __future__ import annotations
@@ -43,16 +44,16 @@ def main() -> None:
     ap.add_argument("--ensemble", action="store_true", help="also the mean of all the models, plain and TTA")
     args = ap.parse_args()
     ds = load_dataset(DataConfig(source=args.data, val_split=0.0), progress=False)
-    sums = {}
+    plain_sum = mirror_sum = 0
     for name in args.model_dirs:
         model = load_keras_model(name)
         probs, labels = predict_source(model, ds.test)
         mirrored, labels_m = predict_source(_Mirrored(model), ds.test)
         assert (labels == labels_m).all()
-        sums = {"plain": sums.get("plain", 0) + probs, "mirror": sums.get("mirror", 0) + mirrored, "labels": labels}
+        plain_sum, mirror_sum = plain_sum + probs, mirror_sum + mirrored
         _report(name, probs, mirrored, labels)
     if args.ensemble:
-        _report(f"ensemble of {len(args.model_dirs)}", sums["plain"], sums["mirror"], sums["labels"])
+        _report(f"ensemble of {len(args.model_dirs)}", plain_sum, mirror_sum, labels)
 
 
 def _report(name: str, probs, mirrored, labels) -> None:

@@ -81,7 +81,8 @@ def load_teacher(cfg: DistillConfig, input_shape: tuple[int, int, int], class_na
 
 
 def _load_one(d: Path, input_shape: tuple[int, int, int], class_names: list[str]):
-    """One teacher directory's frozen model.keras, checked against the student's input and classes."""
+    """One teacher directory's model.keras, checked against the student's input and classes
+    (:func:`load_teacher` freezes it, or the model combining it)."""
     from edgeclf.models.io import load_keras_model
 
     labels_path = d / "labels.txt"
@@ -98,7 +99,6 @@ def _load_one(d: Path, input_shape: tuple[int, int, int], class_names: list[str]
                           f"{t_shape[0]}x{t_shape[1]} or use a teacher trained at the student's size")
     if int(model.output_shape[-1]) != len(class_names):
         raise ConfigError(f"teacher {d}: {model.output_shape[-1]} outputs for {len(class_names)} classes")
-    model.trainable = False
     return model
 
 
