@@ -426,6 +426,28 @@ def test_augmentation_changes_images_but_keeps_range_and_shape(aug):
     np.testing.assert_array_equal(plain, x.astype(np.float32))
 
 
+def test_translate_shifts_by_whole_pixels_without_blurring():
+    """--translate moves each image by a whole number of pixels (reflecting at the border), as
+    pad-and-crop does: the central rows/columns of the output equal the input shifted by some
+    integer (dy, dx) with |dy|, |dx| <= translate_px, and no pixel value is new (no interpolation)."""
+    from edgeclf.data.pipeline import make_dataset
+
+    t = 4
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(32, 32, 32, 3), dtype=np.uint8)  # noise: any blur would show
+    aug = AugmentConfig(flip=False, translate_px=t)
+    out, index = (np.asarray(a) for a in next(iter(make_dataset(x, np.arange(32, dtype=np.int32), 32, True, aug))))
+    shifted = 0
+    for img, i in zip(out, index):
+        src = x[i].astype(np.float32)
+        assert set(np.unique(img)) <= set(np.unique(src))
+        inner = img[t:-t, t:-t]
+        matches = [(dy, dx) for dy in range(-t, t + 1) for dx in range(-t, t + 1)
+                   if np.array_equal(inner, src[t - dy:32 - t - dy, t - dx:32 - t - dx])]
+        assert len(matches) == 1, f"image {i} is not a whole-pixel shift of its source"
+        shifted += matches[0] != (0, 0)
+    assert shifted >= 24  # (0, 0) is drawn ~1/81 of the time per image
+
 def test_cutout_zeros_one_square():
     from edgeclf.data.pipeline import make_dataset
 
