@@ -13,8 +13,8 @@ class AugmentConfig:
 
     Attributes:
         flip: random horizontal flip.
-        translate_px: random translation by up to this many pixels (pad-reflect then random crop,
-            the standard CIFAR recipe of He et al. 2016 uses 4 px at 32x32).
+        translate_px: random translation by a whole number of pixels, up to this many (pad-reflect then
+            random crop, no resampling; the standard CIFAR recipe of He et al. 2016 uses 4 px at 32x32).
         rotate_deg: random rotation up to +/- this many degrees (0 disables).
         zoom: random zoom up to +/- this fraction (0 disables).
         cutout_px: side of one random square erased per image (DeVries & Taylor 2017; 0 disables).
