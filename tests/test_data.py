@@ -448,6 +448,22 @@ def test_translate_shifts_by_whole_pixels_without_blurring():
         shifted += matches[0] != (0, 0)
     assert shifted >= 24  # (0, 0) is drawn ~1/81 of the time per image
 
+def test_subpixel_translate_of_older_configs_resamples():
+    """A config.json from before whole-pixel shifts (no ``translate_subpixel``) reads as the bilinear,
+    fractional shift it trained with, which creates pixel values the source image does not have."""
+    from dataclasses import asdict
+
+    from edgeclf.data.pipeline import make_dataset
+
+    assert AugmentConfig.from_dict(asdict(AugmentConfig())) == AugmentConfig()
+    old = {k: v for k, v in asdict(AugmentConfig(flip=False)).items() if k != "translate_subpixel"}
+    aug = AugmentConfig.from_dict(old)
+    assert aug.translate_subpixel and not AugmentConfig().translate_subpixel
+    x = np.random.default_rng(2).integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)
+    out = np.asarray(next(iter(make_dataset(x, np.zeros(16, np.int32), 16, True, aug)))[0])
+    assert len(set(np.unique(out)) - set(np.unique(x.astype(np.float32)))) > 100
+
+
 def test_cutout_zeros_one_square():
     from edgeclf.data.pipeline import make_dataset
 

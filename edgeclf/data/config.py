@@ -18,6 +18,10 @@ class AugmentConfig:
         rotate_deg: random rotation up to +/- this many degrees (0 disables).
         zoom: random zoom up to +/- this fraction (0 disables).
         cutout_px: side of one random square erased per image (DeVries & Taylor 2017; 0 disables).
+        translate_subpixel: shift by fractions of a pixel with bilinear resampling instead (Keras'
+            ``RandomTranslation`` default), which blurs the training images. What edgeclf did until
+            2026-12-02 (round 2, session 14): a ``config.json`` without this field reads as True, so
+            ``--resume`` continues such a run as it started. No CLI flag.
     """
 
     flip: bool = True
@@ -25,12 +29,23 @@ class AugmentConfig:
     rotate_deg: float = 0.0
     zoom: float = 0.0
     cutout_px: int = 0
+    translate_subpixel: bool = False
 
     def __post_init__(self) -> None:
         if self.translate_px < 0 or self.rotate_deg < 0 or self.zoom < 0 or self.cutout_px < 0:
             raise ConfigError("augmentation amounts must be >= 0")
         if self.zoom >= 1:
             raise ConfigError(f"zoom must be < 1, got {self.zoom}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AugmentConfig:
+        """The AugmentConfig a saved ``config.json`` describes; one written before ``translate_subpixel``
+        existed gets True (what it trained with).
+
+        Raises:
+            ConfigError: as the constructor.
+        """
+        return cls(**{"translate_subpixel": True, **d})
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ def _augmenter(cfg: AugmentConfig, height: int, width: int, seed: int):
     if cfg.translate_px:
         # nearest: whole-pixel shifts, as pad-and-crop (airbench, ResNet). Bilinear (Keras' default) shifts by
         # fractions of a pixel and so blurs every training image, which the test images never are.
+        interpolation = "bilinear" if cfg.translate_subpixel else "nearest"
         layers.append(keras.layers.RandomTranslation(cfg.translate_px / height, cfg.translate_px / width,
-                                                     fill_mode="reflect", interpolation="nearest", seed=seed + 1))
+                                                     fill_mode="reflect", interpolation=interpolation, seed=seed + 1))
     if cfg.rotate_deg:
         layers.append(keras.layers.RandomRotation(cfg.rotate_deg / 360.0, fill_mode="reflect", seed=seed + 2))
     if cfg.zoom:

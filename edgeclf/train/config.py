@@ -203,7 +203,7 @@ class TrainConfig:
         d = dict(d)
         d["model"] = ModelConfig.from_dict(d["model"])
         d["data"] = DataConfig.from_dict(d["data"])
-        d["augment"] = AugmentConfig(**d["augment"])
+        d["augment"] = AugmentConfig.from_dict(d["augment"])
         d["optimizer"] = Optimizer(d["optimizer"])
         d["class_weight"] = ClassWeight(d["class_weight"])
         d["distill"] = DistillConfig(**d["distill"]) if d.get("distill") else None
