@@ -24,6 +24,7 @@ NOTEBOOKS = (
 # results directories of edgeclf runs, in table order
 RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-cnn-w40",
         "cifar10-cnn-airbench", "cifar10-cnn-45ep", "cifar10-cnn-45ep-cutout", "cifar10-cnn-45ep-ens-kd",
+        "cifar10-cnn-45ep-nearest",
         "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160",
         "cifar10-mobilenet_v2-trainbn")
 # runs trained before their architecture was renamed: results dir -> today's --model name

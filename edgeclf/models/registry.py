@@ -65,7 +65,8 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
         # 2 h on a 2-core CPU in bf16 (110-160 s per epoch on an AMX Xeon: 89.70 % top-1 in 6,716 s,
         # against 89.23 % after 26 epochs, McNemar p 0.099: README, round 2). In float32 (~215 s per
         # epoch on an AMD EPYC Zen 4) pass --epochs 26. No cutout: --cutout 8 at 45 epochs gave 89.72 %
-        # (McNemar p 0.97 against the run without it; at 26 epochs -0.37, p 0.15).
+        # (McNemar p 0.97 against the run without it; at 26 epochs -0.37, p 0.15). With whole-pixel
+        # --translate (session 14): 89.97 % in 7,626 s on a slower Zen 4 VM (benchmarks/results/cifar10-cnn-45ep-nearest).
         epochs=45),
     _scratch_cnn("cnn-resnet9", "ResNet-9 (Page 2018) at half width, round 2's first cnn",
                  "edgeclf.models.cnn:build_resnet9", epochs=30),
