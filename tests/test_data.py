@@ -448,6 +448,7 @@ def test_translate_shifts_by_whole_pixels_without_blurring():
         shifted += matches[0] != (0, 0)
     assert shifted >= 24  # (0, 0) is drawn ~1/81 of the time per image
 
+
 def test_subpixel_translate_of_older_configs_resamples():
     """A config.json from before whole-pixel shifts (no ``translate_subpixel``) reads as the bilinear,
     fractional shift it trained with, which creates pixel values the source image does not have."""

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass
 
 from edgeclf.errors import ConfigError
 
+#: What a config.json's ``augment`` written before a field existed was trained with (as
+#: ``edgeclf.models.config.BEFORE_FIELD`` for the model): ``translate_subpixel`` until 2026-12-02.
+AUGMENT_BEFORE_FIELD = {"translate_subpixel": True}
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -39,13 +43,13 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> AugmentConfig:
-        """The AugmentConfig a saved ``config.json`` describes; one written before ``translate_subpixel``
-        existed gets True (what it trained with).
+        """The AugmentConfig a saved ``config.json`` describes; a field it lacks takes the value it was
+        trained with (:data:`AUGMENT_BEFORE_FIELD`), not today's default.
 
         Raises:
             ConfigError: as the constructor.
         """
-        return cls(**{"translate_subpixel": True, **d})
+        return cls(**{**AUGMENT_BEFORE_FIELD, **d})
 
 
 @dataclass(frozen=True)
