@@ -1,6 +1,13 @@
-"""Compare two trained model directories on the same test images (an A/B of a training change).
+"""Compare two trained models on the same test images (an A/B of a training change).
 
     python benchmarks/paired_eval.py A_DIR B_DIR --data ../shared/datasets/cifar10-jpg
+    python benchmarks/paired_eval.py benchmarks/results/RUN_A/predictions.npz benchmarks/results/RUN_B/predictions.npz
+
+A and B are model directories (model.keras, evaluated here on the test split of ``--data``) or the
+``predictions.npz`` that ``edgeclf bench`` keeps beside bench.json (no model needed, so runs whose
+model directories are gone can still be paired). From an npz the row is chosen with ``--row-a`` /
+``--row-b``, a substring of its name (default: the float original, ``keras tf.function``); both
+files must hold the same test labels in the same order.
 
 Prints each model's test top-1 and McNemar's exact test on the images where exactly one of them is
 right (b: only A right, c: only B right; two-sided binomial test of b vs c with p = 0.5, McNemar
@@ -18,9 +25,9 @@ import sys
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from edgeclf.data import DataConfig, load_dataset  # noqa: E402
-from edgeclf.models.io import load_keras_model  # noqa: E402
-from edgeclf.train.evaluate import predict_source  # noqa: E402
+import numpy as np  # noqa: E402
+
+from edgeclf.bench.predictions import read_predictions  # noqa: E402
 
 
 def mcnemar_exact_p(b: int, c: int) -> float:
@@ -29,19 +36,47 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n) if n else 1.0
 
 
+def from_npz(path: str, row: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """(name, labels, predicted classes) of the one row of a bench predictions.npz whose name contains ``row``."""
+    labels, rows = read_predictions(path)
+    hits = [name for name in rows if row in name]
+    if len(hits) != 1:
+        sys.exit(f"{path}: {len(hits)} rows match {row!r}; rows: {', '.join(rows)}")
+    return f"{path} [{hits[0]}]", labels, rows[hits[0]]
+
+
+def from_model_dir(path: str, data: str | None, cache: dict) -> tuple[str, np.ndarray, np.ndarray]:
+    """(name, labels, predicted classes) of the Keras model in ``path`` on the test split of ``data``."""
+    from edgeclf.data import DataConfig, load_dataset
+    from edgeclf.models.io import load_keras_model
+    from edgeclf.train.evaluate import predict_source
+
+    if data is None:
+        sys.exit(f"{path}: a model directory needs --data")
+    if "test" not in cache:
+        cache["test"] = load_dataset(DataConfig(source=data, val_split=0.0), progress=False).test
+    probs, labels = predict_source(load_keras_model(path), cache["test"])
+    return path, labels, probs.argmax(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", help="model directory A (model.keras)")
-    ap.add_argument("b", help="model directory B (model.keras)")
-    ap.add_argument("--data", required=True, help="dataset whose test split both are evaluated on")
+    ap.add_argument("a", help="A: model directory (model.keras) or bench predictions.npz")
+    ap.add_argument("b", help="B: model directory (model.keras) or bench predictions.npz")
+    ap.add_argument("--data", help="dataset whose test split model directories are evaluated on")
+    ap.add_argument("--row-a", default="keras tf.function |", help="row of A's predictions.npz (substring)")
+    ap.add_argument("--row-b", default="keras tf.function |", help="row of B's predictions.npz (substring)")
     args = ap.parse_args()
-    ds = load_dataset(DataConfig(source=args.data, val_split=0.0), progress=False)
-    right = {}
-    for name in (args.a, args.b):
-        probs, labels = predict_source(load_keras_model(name), ds.test)
-        right[name] = probs.argmax(1) == labels
-        print(f"{name}: test top-1 {right[name].mean():.4f} on {len(labels)} images")
-    a, b = right[args.a], right[args.b]
+    cache: dict = {}
+    right, labels_of = [], []
+    for path, row in ((args.a, args.row_a), (args.b, args.row_b)):
+        name, labels, pred = from_npz(path, row) if path.endswith(".npz") else from_model_dir(path, args.data, cache)
+        right.append(pred == labels)
+        labels_of.append(labels)
+        print(f"{name}: test top-1 {right[-1].mean():.4f} on {len(labels)} images")
+    if not np.array_equal(labels_of[0], labels_of[1]):
+        sys.exit("A and B were evaluated on different test labels (or in a different order): no paired test")
+    a, b = right
     only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
     p = mcnemar_exact_p(only_a, only_b)
     print(f"B - A: {100 * (b.mean() - a.mean()):+.2f} points; only A right {only_a}, only B right {only_b}, "

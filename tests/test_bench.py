@@ -159,3 +159,47 @@ def test_manifest_problem_tells_a_missing_file_from_a_failed_validation(tmp_path
                            status=ArtifactStatus.VALIDATION_FAILED)
     status, detail = _manifest_problem(failed, tmp_path)
     assert status is Status.VALIDATION_FAILED and "acc_drop_pp 3.0 on 10 images" in detail
+
+
+def test_predictions_npz_reproduces_the_table(bench_run):
+    """predictions.npz holds each measured row's per-image top-1: its accuracy and agreement are bench.md's."""
+    import numpy as np
+
+    from edgeclf.bench.predictions import read_predictions, row_key
+
+    _, out, _ = bench_run
+    md, _ = _rows(out)
+    labels, preds = read_predictions(out / "predictions.npz")
+    assert len(labels) == 60
+    measured = [r for r in md if r["top1_acc"] != NA]
+    assert sorted(preds) == sorted(row_key(r["format"], r["precision"], r["file"]) for r in measured)
+    ref = preds[row_key("keras tf.function", "fp32", "model.keras")]
+    for r in measured:
+        pred = preds[row_key(r["format"], r["precision"], r["file"])]
+        assert f"{np.mean(pred == labels):.4f}" == r["top1_acc"], r
+        assert f"{np.mean(pred == ref):.4f}" == r["top1_agreement"], r
+
+
+def test_paired_eval_pairs_two_prediction_files(tmp_path):
+    """benchmarks/paired_eval.py on two predictions.npz: McNemar counts of the chosen rows, labels checked."""
+    import numpy as np
+
+    from edgeclf.bench.predictions import write_predictions
+
+    labels = np.arange(40) % 10
+    a = labels.copy()
+    a[:6] = (a[:6] + 1) % 10  # A wrong on images 0-5
+    b = labels.copy()
+    b[4:8] = (b[4:8] + 1) % 10  # B wrong on 4-7: only A right on 6, 7; only B right on 0-3
+    write_predictions(tmp_path / "a.npz", labels, {"keras tf.function | fp32 | model.keras": a, "x | int8 | f": b})
+    write_predictions(tmp_path / "b.npz", labels, {"keras tf.function | fp32 | model.keras": b})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_eval.py"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "a.npz"), str(tmp_path / "b.npz")],
+                         capture_output=True, text=True, check=True)
+    assert "test top-1 0.8500 on 40 images" in run.stdout  # A: 34 of 40
+    assert "test top-1 0.9000 on 40 images" in run.stdout  # B: 36 of 40
+    assert "only A right 2, only B right 4" in run.stdout and "p = 0.688" in run.stdout  # 2 * P(X <= 2 | 6, 1/2)
+    write_predictions(tmp_path / "c.npz", labels[::-1], {"keras tf.function | fp32 | model.keras": b})
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "a.npz"), str(tmp_path / "c.npz")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "different test labels" in bad.stderr

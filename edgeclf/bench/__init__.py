@@ -6,7 +6,8 @@
 
 Modules: ``config`` (BenchConfig, TimingConfig, BenchRow, Status, COLUMNS), ``runner``
 (run_bench), ``worker`` / ``_keras_worker`` (one measurement per fresh process; what both share is
-in ``_worker_base``), ``timing``, ``testdata``, ``machine``, ``report`` (Markdown/CSV/JSON), ``plots``.
+in ``_worker_base``), ``timing``, ``testdata``, ``machine``, ``report`` (Markdown/CSV/JSON), ``predictions``
+(per-image top-1 of every row, predictions.npz), ``plots``.
 Importing this package does not import TensorFlow.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgeclf.errors import ConfigError
 from edgeclf.runtime.manifest import DEFAULT_ARTIFACTS, Format, Precision
@@ -187,6 +188,8 @@ class BenchResult:
     out_dir: Path
     files: dict[str, Path]
     n_test: int
+    labels: Any = None  # (N,) int test labels, in evaluation order
+    predictions: dict[str, Any] = field(default_factory=dict)  # row key -> (N,) predicted classes
 
     @property
     def failed(self) -> list[BenchRow]:

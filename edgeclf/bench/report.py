@@ -13,6 +13,8 @@ from pathlib import Path
 
 from edgeclf._io import write_json, write_text
 from edgeclf.bench.config import COLUMNS, BenchConfig, BenchResult, BenchRow, Status
+from edgeclf.bench.predictions import FILE as PREDICTIONS_FILE
+from edgeclf.bench.predictions import write_predictions
 
 NA = "n/a"
 _FORMATS = {"top1_acc": "{:.4f}", "acc_drop_pp": "{:+.2f}", "top1_agreement": "{:.4f}",
@@ -133,7 +135,8 @@ def _overhead_table(rows: list[BenchRow]) -> str:
 
 
 def write_reports(result: BenchResult, cfg: BenchConfig, name: str, source: str) -> dict[str, Path]:
-    """Write bench.md, bench.csv, bench.json, machine.json and the two plots into ``result.out_dir``.
+    """Write bench.md, bench.csv, bench.json, machine.json, predictions.npz (per-image top-1 of every
+    row with accuracy, :mod:`edgeclf.bench.predictions`) and the two plots into ``result.out_dir``.
 
     Returns {kind: path}. Plot failures (e.g. no matplotlib) are logged, not raised.
     """
@@ -150,6 +153,8 @@ def write_reports(result: BenchResult, cfg: BenchConfig, name: str, source: str)
             "config": _config_dict(cfg), "machine": result.machine,
             "rows": [{**r.as_dict(), "extra": r.extra} for r in result.rows]}),
     }
+    if result.predictions and result.labels is not None:
+        files["predictions"] = write_predictions(out / PREDICTIONS_FILE, result.labels, result.predictions)
     try:
         from edgeclf.bench.plots import accuracy_vs_latency, size_bars
 

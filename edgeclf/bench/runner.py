@@ -24,6 +24,7 @@ from edgeclf._io import gzip_size, write_json
 from edgeclf.bench._worker_base import PARENT_ENV
 from edgeclf.bench.config import BenchConfig, BenchResult, BenchRow, Status
 from edgeclf.bench.machine import load_average, machine_facts
+from edgeclf.bench.predictions import row_key
 from edgeclf.errors import DataError, one_line
 from edgeclf.runtime.loader import ENGINES, verify_artifact
 from edgeclf.runtime.manifest import ArtifactEntry, ArtifactStatus, Format, Manifest, Precision, read_manifest
@@ -218,18 +219,19 @@ def run_bench(model_dir: str | Path, cfg: BenchConfig, progress: bool = True) ->
         work.mkdir(parents=True, exist_ok=True)
         np.save(work / "x_test.npy", np.ascontiguousarray(x))
         workers = _Workers(cfg, manifest, work, work / "x_test.npy")
-        rows = _measure_all(model_dir, manifest, cfg, workers, work, y)
+        rows, predictions = _measure_all(model_dir, manifest, cfg, workers, work, y)
     finally:
         shutil.rmtree(work if temp else work / "tmp", ignore_errors=True)
     machine["load_average_end"] = load_average()
     result = BenchResult(model_dir=model_dir, rows=rows, machine=machine, out_dir=out_dir, files={},
-                         n_test=len(y))
+                         n_test=len(y), labels=y, predictions=predictions)
     result.files = write_reports(result, cfg, name, dcfg.source)
     return result
 
 
 def _measure_all(model_dir: Path, manifest: Manifest, cfg: BenchConfig, workers: _Workers, work: Path,
-                 y: np.ndarray) -> list[BenchRow]:
+                 y: np.ndarray) -> tuple[list[BenchRow], dict[str, np.ndarray]]:
+    """Measure every row; returns the rows and {row key: predicted classes (N,)} of those with accuracy."""
     rows: list[BenchRow] = []
     preds: dict[int, np.ndarray] = {}
     keras_path = model_dir / "model.keras"
@@ -294,7 +296,7 @@ def _measure_all(model_dir: Path, manifest: Manifest, cfg: BenchConfig, workers:
         rows.append(BenchRow(fmt, kind, _expected_file(fmt, kind), ENGINES[Format(fmt)], threads=cfg.threads,
                              status=Status.NOT_EXPORTED, detail="expected but not in manifest.json"))
     _compare(rows, preds, cfg)
-    return rows
+    return rows, {row_key(r.format, r.precision, r.file): preds[id(r)] for r in rows if preds.get(id(r)) is not None}
 
 
 def _compare(rows: list[BenchRow], preds: dict[int, np.ndarray], cfg: BenchConfig) -> None:
