@@ -5,7 +5,8 @@ Every run keeps, beside its model directory ``OUT/NAME``::
     OUT/.NAME.partial/
       config.json          the resolved TrainConfig (``--resume`` takes it from here)
       state.json           finished epochs: history rows (epoch, phase, loss, accuracy, ...), finished
-                           phases, best validation accuracy, training seconds, sessions
+                           phases, best validation accuracy, training seconds, sessions, and
+                           the epochs a time budget shortened a phase to (``planned_epochs``)
       best.weights.h5      the best weights so far (validation top-1; train top-1 without a val split)
       phase-<i>.weights.h5 the weights at the end of finished phase i (two-phase models)
       backup-<i>/          tf_keras BackupAndRestore of the running phase i: model + optimizer state
@@ -116,7 +117,8 @@ class RunCheckpoint:
         resumed: opened by :meth:`open` (a resume), not made by :meth:`create`.
         state: the contents of state.json: ``history`` (list of row dicts), ``phases_done`` (int),
             ``best_acc`` (float or None), ``best_epoch`` (int or None), ``train_seconds`` (float),
-            ``sessions`` (int, 1 + number of resumes).
+            ``sessions`` (int, 1 + number of resumes), ``planned_epochs`` (phase -> epochs, set when
+            ``--time-budget`` shortened a phase; absent or empty otherwise).
     """
 
     def __init__(self, path: Path, state: dict, lock, created: tuple[Path, ...] = (), resumed: bool = False):

@@ -132,6 +132,10 @@ class TrainConfig:
             is the global batch, split across the replicas, so ``lr`` needs no change for the same
             batch size (raise both together, linearly, to keep per-replica batches large: Goyal et
             al. 2017).
+        time_budget_hours: wall-clock budget of the whole run in hours (None = none): the last
+            phase's epochs are re-planned after each epoch so the run ends within it, the learning-rate
+            schedule shortened to still decay to 0 (:mod:`edgeclf.train.budget`); never more epochs
+            than ``epochs``.
         name, out: the model directory is ``out/name``; the run's checkpoint is ``out/.name.partial``.
     """
 
@@ -155,6 +159,7 @@ class TrainConfig:
     seed: int = 42
     distill: DistillConfig | None = None
     distribute: Distribute = Distribute.NONE
+    time_budget_hours: float | None = None
     name: str = ""
     out: str = "export"
 
@@ -171,6 +176,8 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.head_epochs < 0 or self.patience < 0:
             raise ConfigError("head_epochs and patience must be >= 0")
+        if self.time_budget_hours is not None and not self.time_budget_hours > 0:
+            raise ConfigError(f"time_budget_hours must be > 0, got {self.time_budget_hours}")
         object.__setattr__(self, "mixed_precision", resolve_mixed_precision(self.mixed_precision))
         try:
             object.__setattr__(self, "distribute", Distribute(self.distribute))

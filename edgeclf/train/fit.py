@@ -16,6 +16,7 @@ import numpy as np
 from edgeclf._keras import keras, tf
 from edgeclf.data.config import AugmentConfig
 from edgeclf.data.pipeline import source_batches
+from edgeclf.train.budget import TimeBudget
 from edgeclf.train.config import Optimizer
 from edgeclf.train.distill import Teacher, distill_datasets, distillation_loss, label_accuracy
 from edgeclf.train.schedules import WarmupCosine
@@ -112,7 +113,7 @@ class ExactStepCount(keras.callbacks.Callback):
 
 
 def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: Sequence = (), validation=None,
-        class_weight: dict[int, float] | None = None, initial_epoch: int = 0):
+        class_weight: dict[int, float] | None = None, initial_epoch: int = 0, budget: TimeBudget | None = None):
     """Compile ``model`` with ``plan`` and fit it for ``epochs`` epochs.
 
     Args:
@@ -130,6 +131,9 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
         validation: optional image source evaluated after every epoch.
         class_weight: optional per-class loss weights.
         initial_epoch: epoch index to start counting from (for history/logging).
+        budget: a :class:`~edgeclf.train.budget.TimeBudget` that may shorten these epochs (and the
+            schedule with them) to fit a wall-clock budget; it runs before ``callbacks`` at each
+            epoch end. Only with ``initial_epoch`` 0.
 
     Returns:
         keras.callbacks.History. The loss is the label-smoothed cross-entropy, or with
@@ -137,9 +141,14 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
 
     Raises:
         edgeclf.errors.DataError: a streamed source had too many undecodable files.
+        ValueError: ``budget`` with ``initial_epoch`` > 0.
     """
     steps = plan.steps(len(train), epochs)
     schedule = WarmupCosine(plan.lr, steps, int(plan.warmup_fraction * steps))
+    if budget is not None:
+        if initial_epoch:
+            raise ValueError("a time budget needs initial_epoch 0")
+        budget.bind(schedule, plan.steps(len(train), 1), epochs, plan.warmup_fraction)
     has_val = validation is not None and len(validation)
     if plan.teacher is None:
         def one_hot(a, b):
@@ -160,5 +169,6 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
         model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay), loss=loss, metrics=[metric])
     checks = SourceCheck([train, validation] if has_val else [train])
     return model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                     callbacks=[checks, ExactStepCount(), *callbacks], class_weight=class_weight,
+                     callbacks=[checks, ExactStepCount(), *([budget] if budget else []), *callbacks],
+                     class_weight=class_weight,
                      verbose=1 if log.isEnabledFor(logging.INFO) else 2)

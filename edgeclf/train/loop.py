@@ -28,6 +28,7 @@ from edgeclf.errors import ConfigError
 from edgeclf.models import build_model, get_spec
 from edgeclf.models.flops import count_macs
 from edgeclf.models.io import save_keras_model
+from edgeclf.train.budget import TimeBudget
 from edgeclf.train.checkpoint import (
     EpochState,
     RunCheckpoint,
@@ -234,6 +235,7 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
     """Run the phases not finished yet, checkpointing after every epoch and at every phase end."""
     phases = _phases(cfg, spec)
     done = int(ckpt.state["phases_done"])
+    planned = ckpt.state.setdefault("planned_epochs", {})  # phase -> epochs, when a time budget shortened it
     if done:
         load_weights(model, ckpt.phase_weights(done - 1))
     for i, (phase, epochs, lr, layers) in enumerate(phases):
@@ -242,6 +244,7 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
         if layers is not None:
             n = spec.make_base_trainable(model, layers, cfg.train_bn)
             log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
+        epochs = int(planned.get(phase, epochs))  # a time budget may have shortened it in an earlier session
         rows = [r for r in ckpt.state["history"] if r["phase"] == phase]
         if cfg.patience and early_stop(rows, cfg.patience):  # stopped early, killed before the phase end was saved
             load_weights(model, ckpt.best_path)
@@ -252,8 +255,12 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
         plan = FitPlan(optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                        label_smoothing=cfg.label_smoothing, warmup_fraction=cfg.warmup_fraction,
                        augment=cfg.augment, seed=cfg.seed, teacher=teacher)
+        budget = None
+        if cfg.time_budget_hours and i == len(phases) - 1:
+            budget = TimeBudget(cfg.time_budget_hours * 3600, float(ckpt.state["train_seconds"]),
+                                on_replan=lambda n, phase=phase: planned.__setitem__(phase, n))
         fit(model, ds.train, ds.num_classes, plan, epochs, [state, backup, *extra_callbacks],
-            validation=ds.val, class_weight=class_weight)
+            validation=ds.val, class_weight=class_weight, budget=budget)
         if state.stopped:  # as EarlyStopping(restore_best_weights=True)
             load_weights(model, ckpt.best_path)
         ckpt.finish_phase(model, i)
@@ -318,6 +325,8 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
             "best_val_top1_acc": round(float(best), 4) if best is not None and len(ds.val) else None,
             "train_seconds": round(float(ckpt.state["train_seconds"]), 1), "epochs_run": len(history),
             "interrupted": interrupted, "resumed": int(ckpt.state["sessions"]) - 1,
+            "time_budget_hours": cfg.time_budget_hours,
+            "epochs_planned": dict(ckpt.state.get("planned_epochs", {})) or None,
             "teacher": list(cfg.distill.teacher) if cfg.distill else None,
             "params": int(model.count_params()), "macs_per_image": count_macs(model),
             "flops_per_image": 2 * count_macs(model), "input_shape": list(ds.input_shape),

@@ -1,0 +1,89 @@
+"""``--time-budget``: fit a training run into a wall-clock budget by planning fewer epochs.
+
+The same recipe takes different times on different machines (the ``cnn``'s 45 bf16 epochs: 6,716 s
+on a 2-vCPU Xeon with AMX, 7,626 s on a 2-vCPU EPYC Zen 4; README). Cutting a run off at a deadline
+would leave the learning rate high and the model un-annealed, so the budget instead re-plans the
+last phase after each of its epochs: from the mean epoch time measured so far (the first epoch,
+which includes graph tracing, only until a second one is measured) it works out how many epochs
+still fit, and if that is fewer than planned it shortens the warm-up + cosine schedule
+(:meth:`edgeclf.train.schedules.WarmupCosine.replan`) so the decay still reaches 0 at the new last
+epoch. It only ever shortens. Ultralytics' ``time=`` argument is the anchor (it overrides the
+epochs from the first epoch's time and rebuilds its scheduler); unlike it, edgeclf never adds
+epochs beyond the recipe's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from edgeclf._keras import keras
+from edgeclf.train.schedules import WarmupCosine
+
+log = logging.getLogger(__name__)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Re-plans the epochs of one ``fit`` so the whole run ends within ``budget_seconds``.
+
+    Args:
+        budget_seconds: wall-clock budget of the whole training run, in seconds (> 0).
+        seconds_before: training seconds already spent (earlier phases, earlier sessions of a resumed run).
+        on_replan: called with the new number of epochs of this phase whenever it shrinks (the
+            training loop records it in the run checkpoint, so ``--resume`` keeps the shorter plan).
+        clock: monotonic seconds (``time.perf_counter``; tests pass a fake clock).
+
+    Use :meth:`bind` before ``fit`` (``edgeclf.train.fit.fit`` does it when given ``budget=``).
+    """
+
+    def __init__(self, budget_seconds: float, seconds_before: float = 0.0,
+                 on_replan: Callable[[int], None] | None = None, clock: Callable[[], float] = time.perf_counter):
+        super().__init__()
+        if budget_seconds <= 0:
+            raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}")
+        self.budget, self.before = float(budget_seconds), float(seconds_before)
+        self.on_replan, self.clock = on_replan, clock
+        self.schedule: WarmupCosine | None = None
+        self.epochs = self.steps_per_epoch = 0
+        self.warmup_fraction = 0.0
+        self.epoch_seconds: list[float] = []
+
+    def bind(self, schedule: WarmupCosine, steps_per_epoch: int, epochs: int, warmup_fraction: float) -> None:
+        """The schedule of this ``fit`` (``epochs`` epochs of ``steps_per_epoch`` steps) to shorten."""
+        self.schedule, self.steps_per_epoch, self.epochs = schedule, int(steps_per_epoch), int(epochs)
+        self.warmup_fraction = float(warmup_fraction)
+
+    def on_train_begin(self, logs=None):
+        self._start = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.clock()
+
+    def epochs_that_fit(self, done: int) -> int:
+        """Epochs this phase can have in all, ``done`` of them finished: ``done`` + as many more as fit in
+        the time left at the mean epoch time (never more than planned, never fewer than ``done``)."""
+        times = self.epoch_seconds[1:] if len(self.epoch_seconds) > 1 else self.epoch_seconds
+        per_epoch = sum(times) / len(times)
+        left = self.budget - self.before - (self.clock() - self._start)
+        more = max(0, math.floor(left / per_epoch)) if per_epoch > 0 else self.epochs
+        return min(self.epochs, done + more)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.schedule is None:
+            raise RuntimeError("TimeBudget.bind() was not called before fit")
+        self.epoch_seconds.append(self.clock() - self._epoch_start)
+        done = epoch + 1
+        fit_in = self.epochs_that_fit(done)
+        if fit_in < self.epochs:
+            log.info("time budget %.2f h: epochs take %.0f s here, so this phase runs %d of its %d epochs "
+                     "(learning-rate schedule shortened to end at epoch %d)", self.budget / 3600,
+                     self.epoch_seconds[-1], fit_in, self.epochs, fit_in)
+            self.epochs = fit_in
+            total = fit_in * self.steps_per_epoch
+            self.schedule.replan(total, int(self.warmup_fraction * total))
+            if self.on_replan is not None:
+                self.on_replan(fit_in)
+        if done >= self.epochs:
+            self.model.stop_training = True

@@ -1,0 +1,131 @@
+"""``--time-budget``: the last phase's epochs re-planned from the measured epoch time, the schedule
+shortened to still decay to 0, the shorter plan kept by ``--resume``."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from _cli import run_cli
+
+from edgeclf._keras import keras
+from edgeclf.data import AugmentConfig, DataConfig
+from edgeclf.data.dataset import ArraySplit
+from edgeclf.errors import ConfigError
+from edgeclf.models import ModelConfig
+from edgeclf.train import resume, train
+from edgeclf.train.budget import TimeBudget
+from edgeclf.train.config import Optimizer, TrainConfig
+from edgeclf.train.fit import FitPlan, fit
+from edgeclf.train.schedules import WarmupCosine
+
+
+class _Clock:
+    """A fake clock that moves only when told (``seconds`` per epoch, in on_epoch_begin after the budget
+    read it, so each epoch 'takes' exactly that long); records the learning rate each step applied."""
+
+    def __init__(self, seconds: float):
+        self.now, self.seconds, self.lrs = 0.0, seconds, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def callback(self) -> keras.callbacks.Callback:
+        clock = self
+
+        class Tick(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                clock.now += clock.seconds
+
+            def on_train_batch_end(self, batch, logs=None):  # tf_keras: the rate the last step used
+                clock.lrs.append(float(self.model.optimizer.learning_rate))
+
+        return Tick()
+
+
+def _tiny_model() -> keras.Model:
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x))
+
+
+def test_budget_shortens_the_phase_and_its_schedule():
+    rng = np.random.default_rng(0)
+    train_split = ArraySplit(rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), rng.integers(0, 2, 64))
+    plan = FitPlan(optimizer=Optimizer.SGD, lr=0.1, batch_size=16, warmup_fraction=0.25)
+    clock, replans = _Clock(3.0), []
+    # 10 s for 5 planned epochs of 3 s: after epoch 1, 7 s are left = 2 more epochs -> 3 in all
+    budget = TimeBudget(10.0, on_replan=replans.append, clock=clock)
+    model = _tiny_model()
+    hist = fit(model, train_split, 2, plan, 5, [clock.callback()], budget=budget)
+    spe = 4  # 64 images / batch 16
+    assert len(hist.history["loss"]) == 3 and replans == [3]
+    assert int(model.optimizer.iterations) == 3 * spe
+    # from epoch 2 on, the steps follow a 3-epoch schedule (decaying to 0 at step 12), not the 5-epoch one
+    three, five = WarmupCosine(0.1, 3 * spe, 3), WarmupCosine(0.1, 5 * spe, 5)
+    np.testing.assert_allclose(clock.lrs[spe:], [float(three(s)) for s in range(spe, 3 * spe)], rtol=1e-5)
+    assert clock.lrs[-1] < 0.03 < float(five(3 * spe - 1))
+    assert float(budget.schedule(model.optimizer.iterations)) == pytest.approx(0.0, abs=1e-7)  # annealed at the end
+
+
+def test_budget_counts_time_already_spent_and_never_adds_epochs():
+    clock = _Clock(0.0)
+    budget = TimeBudget(100.0, seconds_before=40.0, clock=clock)
+    budget.bind(WarmupCosine(0.1, 40, 4), 10, 4, 0.1)
+    budget.on_train_begin()
+    budget.epoch_seconds = [12.0, 10.0]  # the first (traced) epoch is left out of the mean once there are two
+    clock.now = 22.0
+    assert budget.epochs_that_fit(2) == 4  # 38 s left = 3 more epochs of 10 s, capped at the 4 planned
+    budget.before = 57.0  # 21 s left: 2 more at the mean of 10 s (it would be 1 at 11 s, the first epoch included)
+    assert budget.epochs_that_fit(2) == 4
+    budget.before = 62.0  # 16 s left: 1 more
+    assert budget.epochs_that_fit(2) == 3
+    budget.before = 70.0  # 8 s left: none
+    assert budget.epochs_that_fit(2) == 2
+    with pytest.raises(ValueError):
+        TimeBudget(0.0)
+
+
+def _cfg(data_dir, out, **kw) -> TrainConfig:
+    base = {"model": ModelConfig(name="cnn", width=4, dropout=0.0),
+            "data": DataConfig(source=str(data_dir), val_split=0.0, limit=60, seed=0),
+            "augment": AugmentConfig(flip=False, translate_px=0), "epochs": 4, "batch_size": 32,
+            "optimizer": Optimizer.SGD, "lr": 0.05, "weight_decay": 0.0, "name": "run", "out": str(out),
+            "time_budget_hours": 1e-7}  # 0.36 ms: no epoch fits after the first
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _epochs(model_dir) -> list[str]:
+    with open(model_dir / "history.csv", newline="") as f:
+        return [r["epoch"] for r in csv.DictReader(f)]
+
+
+def test_train_stops_within_budget_and_resume_keeps_the_plan(tiny_data_dir, tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    first = train(_cfg(tiny_data_dir, tmp_path), progress=False, extra_callbacks=[Interrupt()])
+    assert first.interrupted and _epochs(first.model_dir) == ["1"]
+    state = json.loads((tmp_path / ".run.partial" / "state.json").read_text())
+    assert state["planned_epochs"] == {"train": 1}  # saved with the epoch, before the interrupt
+    done = resume(tmp_path / "run", progress=False)  # runs no further epoch: the plan was 1, not 4
+    assert _epochs(done.model_dir) == ["1"]
+    m = json.loads((done.model_dir / "metrics.json").read_text())
+    assert m["epochs_run"] == 1 and m["epochs_planned"] == {"train": 1} and m["time_budget_hours"] == 1e-7
+    assert json.loads((done.model_dir / "config.json").read_text())["time_budget_hours"] == 1e-7
+
+
+def test_cli_time_budget_option(tiny_data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="time_budget_hours"):
+        _cfg(tiny_data_dir, tmp_path, time_budget_hours=0.0)
+    r = run_cli(["train", "--model", "cnn-small", "--data", tiny_data_dir, "--time-budget", "0", "--out", tmp_path])
+    assert r.exit_code == 2 and "--time-budget" in r.output
+    r = run_cli(["train", "--model", "cnn-small", "--data", tiny_data_dir, "--limit", "40", "--val-split", "0",
+                 "--epochs", "3", "--time-budget", "1e-7", "--no-augment", "--name", "b", "--out", tmp_path])
+    assert r.exit_code == 0, r.output
+    assert _epochs(tmp_path / "b") == ["1"]
