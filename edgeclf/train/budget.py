@@ -61,11 +61,16 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self.clock()
 
+    def epoch_estimate(self) -> float:
+        """Seconds per epoch: the mean of the epochs measured, the first (graph tracing) left out once
+        there are two."""
+        times = self.epoch_seconds[1:] if len(self.epoch_seconds) > 1 else self.epoch_seconds
+        return sum(times) / len(times)
+
     def epochs_that_fit(self, done: int) -> int:
         """Epochs this phase can have in all, ``done`` of them finished: ``done`` + as many more as fit in
-        the time left at the mean epoch time (never more than planned, never fewer than ``done``)."""
-        times = self.epoch_seconds[1:] if len(self.epoch_seconds) > 1 else self.epoch_seconds
-        per_epoch = sum(times) / len(times)
+        the time left at :meth:`epoch_estimate` (never more than planned, never fewer than ``done``)."""
+        per_epoch = self.epoch_estimate()
         left = self.budget - self.before - (self.clock() - self._start)
         more = max(0, math.floor(left / per_epoch)) if per_epoch > 0 else self.epochs
         return min(self.epochs, done + more)
@@ -79,7 +84,7 @@ class TimeBudget(keras.callbacks.Callback):
         if fit_in < self.epochs:
             log.info("time budget %.2f h: epochs take %.0f s here, so this phase runs %d of its %d epochs "
                      "(learning-rate schedule shortened to end at epoch %d)", self.budget / 3600,
-                     self.epoch_seconds[-1], fit_in, self.epochs, fit_in)
+                     self.epoch_estimate(), fit_in, self.epochs, fit_in)
             self.epochs = fit_in
             total = fit_in * self.steps_per_epoch
             self.schedule.replan(total, int(self.warmup_fraction * total))
