@@ -74,6 +74,8 @@ def _command(cfg: dict) -> str:
         parts.append(f"--cutout {cfg['augment']['cutout_px']}")
     if cfg.get("mixed_precision"):
         parts.append("--mixed-precision")
+    if cfg.get("time_budget_hours"):
+        parts.append(f"--time-budget {cfg['time_budget_hours']:g}")
     if cfg.get("distill"):  # the teacher by its model directory's name (its results are another row)
         d = cfg["distill"]
         teachers = [d["teacher"]] if isinstance(d["teacher"], str) else d["teacher"]  # a string before 2026-12-02
