@@ -26,7 +26,7 @@ RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-
         "cifar10-cnn-airbench", "cifar10-cnn-45ep", "cifar10-cnn-45ep-cutout", "cifar10-cnn-45ep-ens-kd",
         "cifar10-cnn-45ep-nearest",
         "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160",
-        "cifar10-mobilenet_v2-trainbn")
+        "cifar10-mobilenet_v2-trainbn", "cifar10-mobilenet_v2-trainbn-nearest")
 # runs trained before their architecture was renamed: results dir -> today's --model name
 # (round 1 and round 2's first `cnn` was the ResNet-9 layout, now `cnn-resnet9`)
 RENAMED = {"cifar10-cnn-w16": "cnn-resnet9", "cifar10-cnn-resnet9": "cnn-resnet9"}
@@ -42,7 +42,9 @@ def _cpu(run_dir: Path) -> str:
             flags = m.get("simd_flags", {})
             isa = "AVX-512+VNNI+BF16+AMX" if flags.get("amx_bf16") else "AVX-512+VNNI+BF16" if flags.get("avx512_bf16") else "AVX-512" if flags.get("avx512f") else (
                 "AVX2 only" if flags.get("avx2") else "?")
-            return f"{m.get('cpu_model', '?')} ({isa}), {m.get('usable_cores', '?')} cores"
+            family = m.get("cpu_id", {})
+            ident = f" family {family['cpu family']} model {family['model']}" if family.get("cpu family") else ""
+            return f"{m.get('cpu_model', '?')}{ident} ({isa}), {m.get('usable_cores', '?')} cores"
     return "-"
 
 

@@ -38,6 +38,29 @@ def read_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[set[str], str]:
     return flags, names.get("model name") or names.get("hardware") or names.get("cpu model", "")
 
 
+#: ``/proc/cpuinfo`` keys that identify an x86 CPU's generation where ``model name`` does not (a VM's
+#: "AMD EPYC" is a Zen 4 at family 25 model 17 and a Zen 5 at family 26 model 2).
+CPU_ID_KEYS = ("vendor_id", "cpu family", "model", "stepping", "microcode")
+
+
+def read_cpu_id(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """``{"vendor_id", "cpu family", "model", "stepping", "microcode"}`` of the first processor, as
+    written in ``/proc/cpuinfo`` (only the keys present; empty if unreadable or not x86)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if not key and found:  # the blank line after the first processor
+            break
+        if key in CPU_ID_KEYS and key not in found:
+            found[key] = value.strip()
+    return found
+
+
 def cpu_flags() -> set[str]:
     """This CPU's flags: ``EDGECLF_CPU_FLAGS`` if set, else ``/proc/cpuinfo``'s (empty where unreadable)."""
     env = os.environ.get(FLAGS_ENV)

@@ -228,3 +228,23 @@ def test_read_cpuinfo(tmp_path, text, flags, model):
     (tmp_path / "cpuinfo").write_text(text)
     assert read_cpuinfo(tmp_path / "cpuinfo") == (flags, model)
     assert read_cpuinfo(tmp_path / "missing") == (set(), "")
+
+
+def test_read_cpu_id_tells_apart_what_the_model_name_does_not(tmp_path):
+    """Two VMs both named "AMD EPYC": the family/model of the first processor say Zen 4 vs Zen 5."""
+    from edgeclf._cpuinfo import read_cpu_id
+    from edgeclf.bench.report import _cpu_id
+
+    def cpuinfo(family: int, model: int) -> str:
+        one = (f"processor\t: {{}}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+               f"model name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: avx2\n")
+        return one.format(0) + "\n" + one.format(1).replace(f"model\t\t: {model}", "model\t\t: 99")
+
+    ids = []
+    for family, model in ((25, 17), (26, 2)):
+        (tmp_path / "cpuinfo").write_text(cpuinfo(family, model))
+        ids.append(read_cpu_id(tmp_path / "cpuinfo"))
+    assert ids[0] == {"vendor_id": "AuthenticAMD", "cpu family": "25", "model": "17", "stepping": "1"}
+    assert ids[1]["cpu family"] == "26" and ids[1]["model"] == "2"  # the first processor's, not the second's
+    assert _cpu_id(ids[1]) == " (family 26 model 2 stepping 1)"
+    assert read_cpu_id(tmp_path / "missing") == {} and _cpu_id({}) == ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import platform
 
-from edgeclf._cpuinfo import read_cpuinfo
+from edgeclf._cpuinfo import read_cpu_id, read_cpuinfo
 from edgeclf._versions import tool_versions
 
 # CPU flags that decide which kernels the engines can use (x86 names as in /proc/cpuinfo).
@@ -43,12 +43,15 @@ def load_average() -> list[float] | None:
 
 
 def machine_facts(threads: int) -> dict:
-    """A JSON-ready dict: cpu_model, simd flags present, logical/usable cores, memory, OS,
-    Python and library versions, the engine thread count used, and the current load average."""
+    """A JSON-ready dict: cpu_model, cpu_id (vendor, family, model, stepping, microcode from
+    /proc/cpuinfo: a VM's model name alone may not tell the generation), simd flags present,
+    logical/usable cores, memory, OS, Python and library versions, the engine thread count used, and
+    the current load average."""
     model, flags = _cpuinfo()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu_model": model,
+        "cpu_id": read_cpu_id(),
         "arch": platform.machine(),
         "simd_flags": {f: f in flags for f in (SIMD_FLAGS if platform.machine() in ("x86_64", "AMD64")
                                                else ARM_FLAGS)},
