@@ -82,7 +82,7 @@ class TimeBudget(keras.callbacks.Callback):
         done = epoch + 1
         fit_in = self.epochs_that_fit(done)
         if fit_in < self.epochs:
-            log.info("time budget %.2f h: epochs take %.0f s here, so this phase runs %d of its %d epochs "
+            log.info("time budget %g h: epochs take %.0f s here, so this phase runs %d of its %d epochs "
                      "(learning-rate schedule shortened to end at epoch %d)", self.budget / 3600,
                      self.epoch_estimate(), fit_in, self.epochs, fit_in)
             self.epochs = fit_in
