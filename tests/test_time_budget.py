@@ -123,6 +123,8 @@ def test_train_stops_within_budget_and_resume_keeps_the_plan(tiny_data_dir, tmp_
 def test_cli_time_budget_option(tiny_data_dir, tmp_path):
     with pytest.raises(ConfigError, match="time_budget_hours"):
         _cfg(tiny_data_dir, tmp_path, time_budget_hours=0.0)
+    with pytest.raises(ConfigError, match="multi-worker"):
+        _cfg(tiny_data_dir, tmp_path, distribute="multi-worker")
     r = run_cli(["train", "--model", "cnn-small", "--data", tiny_data_dir, "--time-budget", "0", "--out", tmp_path])
     assert r.exit_code == 2 and "--time-budget" in r.output
     r = run_cli(["train", "--model", "cnn-small", "--data", tiny_data_dir, "--limit", "40", "--val-split", "0",

@@ -135,7 +135,7 @@ class TrainConfig:
         time_budget_hours: wall-clock budget of the whole run in hours (None = none): the last
             phase's epochs are re-planned after each epoch so the run ends within it, the learning-rate
             schedule shortened to still decay to 0 (:mod:`edgeclf.train.budget`); never more epochs
-            than ``epochs``.
+            than ``epochs``. Not with ``distribute`` multi-worker.
         name, out: the model directory is ``out/name``; the run's checkpoint is ``out/.name.partial``.
     """
 
@@ -184,6 +184,11 @@ class TrainConfig:
         except ValueError:
             raise ConfigError(f"distribute must be one of {', '.join(d.value for d in Distribute)}, "
                               f"got {self.distribute!r}") from None
+        if self.time_budget_hours is not None and self.distribute is Distribute.MULTI_WORKER:
+            # each worker would time its own epochs and could plan a different number: the collectives
+            # of the one that stopped first would leave the others waiting for ever
+            raise ConfigError("time_budget_hours does not work with distribute multi-worker (the workers would "
+                              "each plan their own epochs); set --epochs instead")
         if self.patience and self.data.val_split == 0:
             raise ConfigError("patience (early stopping on validation accuracy) needs a validation split; "
                              "set val_split > 0 or patience 0")

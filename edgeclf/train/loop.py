@@ -241,10 +241,10 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
     for i, (phase, epochs, lr, layers) in enumerate(phases):
         if i < done:
             continue
+        epochs = int(planned.get(phase, epochs))  # a time budget may have shortened it in an earlier session
         if layers is not None:
             n = spec.make_base_trainable(model, layers, cfg.train_bn)
             log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
-        epochs = int(planned.get(phase, epochs))  # a time budget may have shortened it in an earlier session
         rows = [r for r in ckpt.state["history"] if r["phase"] == phase]
         if cfg.patience and early_stop(rows, cfg.patience):  # stopped early, killed before the phase end was saved
             load_weights(model, ckpt.best_path)
