@@ -86,9 +86,9 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     # augmentation); 128 px trains at the same speed as 96 px here (125 img/s, full base, EPYC Zen 4)
     # and leaves a 4x4 final feature map instead of 3x3. See README "Measured results".
     # --train-bn (BatchNorm gamma/beta learn in phase 2) is not the default although it trains a better
-    # float model (+0.82 points in an A/B, 91.97 % on the full run): its int8 PTQ files lose 1.1-1.3
-    # points and fail export's default 1-point gate; with --qat (1 epoch) they lose <= 0.04
-    # (benchmarks/results/cifar10-mobilenet_v2-trainbn).
+    # float model (+0.82 points in an A/B; 91.97 % on the full run, 92.50 % with whole-pixel translate):
+    # its int8 PTQ files lose 1.1-1.3 points and fail export's default 1-point gate; with --qat
+    # (1 epoch) they lose <= 0.17 (benchmarks/results/cifar10-mobilenet_v2-trainbn{,-nearest}).
     _transfer("mobilenet_v2", "MobileNetV2 ImageNet transfer learning (two phases)",
               Preprocessing.MINUS_ONE_TO_ONE, -1, alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
               img_size=128, epochs=10, fine_tune_lr=2e-4),
