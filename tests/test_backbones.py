@@ -48,6 +48,12 @@ HEAVY = {"mobilenet_v3_small", "mobilenet_v3_large", "efficientnetv2_b0", "resne
 #: float models this threshold cannot separate from a broken path (docs/models.md, "Known weakness
 #: of the round trip"): the fix is float models that solve the task and the real export gate.
 MIN_AGREEMENT = 0.55
+#: Backbones whose top-1 agreement is not asserted: `mobilenet` (V1)'s near-chance float model agreed
+#: 0.58 / 0.60 (TFLite / ONNX) with correct input and 0.42-0.61 with broken input (docs/models.md),
+#: and 0.544 in a CI run on 2026-12-02 (AMD EPYC Zen 5) with nothing changed on its path, so the check
+#: could only flake, never tell a broken file apart; its probability correlation (0.66 / 0.69 correct,
+#: <= 0.25 broken) is what checks it.
+AGREEMENT_UNINFORMATIVE = frozenset({"mobilenet"})
 #: Mean per-class Pearson correlation, across the 90 test images, between the float and the int8
 #: probabilities (:func:`_probability_correlation`). One run each, 2026-12-01, AMD EPYC Zen 4
 #: (avx512_vnni): correct input 0.66-0.95 for the five MobileNets (TFLite and ONNX), 0.996 for vgg16;
@@ -394,4 +400,5 @@ def _check_round_trip(roundtrip, name: str) -> None:
         r = _probability_correlation(float_probs, probs)
         assert r >= MIN_PROB_CORRELATION, f"{artifact}: probability correlation with the float model {r:.3f}"
         agreement = float(np.mean(probs.argmax(1) == float_top1))
-        assert not spread or agreement >= MIN_AGREEMENT, f"{artifact}: top-1 agreement {agreement:.3f}"
+        if name not in AGREEMENT_UNINFORMATIVE:
+            assert not spread or agreement >= MIN_AGREEMENT, f"{artifact}: top-1 agreement {agreement:.3f}"
