@@ -18,19 +18,27 @@ def split_flags(text: str) -> set[str]:
     return {f for f in re.split(r"[\s,]+", text.strip().lower()) if f}
 
 
+def _fields(path: Path) -> list[tuple[str, str]]:
+    """(lower-case key, value) of every line of a ``/proc/cpuinfo``-style file (("", "") for a blank
+    line between processors); [] if it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    pairs = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        pairs.append((key.strip().lower(), value))
+    return pairs
+
+
 def read_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[set[str], str]:
     """(flags, model name) of the first processor in a Linux ``/proc/cpuinfo``; empty if unreadable.
 
     The model is the first ``model name``, else (ARM boards such as the Raspberry Pi) the
     ``Hardware`` or ``cpu model`` line."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set(), ""
     flags, names = set(), {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
+    for key, value in _fields(path):
         if key in ("flags", "features") and not flags:   # x86 "flags", ARM "Features"
             flags = split_flags(value)
         elif key in ("model name", "hardware", "cpu model") and value.strip():
@@ -46,14 +54,8 @@ CPU_ID_KEYS = ("vendor_id", "cpu family", "model", "stepping", "microcode")
 def read_cpu_id(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     """``{"vendor_id", "cpu family", "model", "stepping", "microcode"}`` of the first processor, as
     written in ``/proc/cpuinfo`` (only the keys present; empty if unreadable or not x86)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
     found: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
+    for key, value in _fields(path):
         if not key and found:  # the blank line after the first processor
             break
         if key in CPU_ID_KEYS and key not in found:
