@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from edgeclf.bench.predictions import read_predictions  # noqa: E402
+from edgeclf.errors import DataError  # noqa: E402
 
 
 def mcnemar_exact_p(b: int, c: int) -> float:
@@ -38,7 +39,10 @@ def mcnemar_exact_p(b: int, c: int) -> float:
 
 def from_npz(path: str, row: str) -> tuple[str, np.ndarray, np.ndarray]:
     """(name, labels, predicted classes) of the one row of a bench predictions.npz whose name contains ``row``."""
-    labels, rows = read_predictions(path)
+    try:
+        labels, rows = read_predictions(path)
+    except DataError as exc:
+        sys.exit(f"Error: {exc}")
     hits = [name for name in rows if row in name]
     if len(hits) != 1:
         sys.exit(f"{path}: {len(hits)} rows match {row!r}; rows: {', '.join(rows)}")

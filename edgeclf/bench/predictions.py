@@ -61,6 +61,8 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray
     Raises:
         DataError: the file is missing, not an npz, or lacks ``labels``/``rows``/``predictions``.
     """
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file (bench writes predictions.npz beside bench.json)")
     try:
         with np.load(path, allow_pickle=False) as z:
             labels, rows, preds = z["labels"], z["rows"], z["predictions"]
