@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from edgeclf.bench.machine import cpu_id_label
+
 # (label, top-1 as the notebook states it, what the notebook was)
 NOTEBOOKS = (
     ("seed CNN notebook", "~82 %", "Keras CNN from scratch (claimed by the notebook)"),
@@ -42,9 +44,8 @@ def _cpu(run_dir: Path) -> str:
             flags = m.get("simd_flags", {})
             isa = "AVX-512+VNNI+BF16+AMX" if flags.get("amx_bf16") else "AVX-512+VNNI+BF16" if flags.get("avx512_bf16") else "AVX-512" if flags.get("avx512f") else (
                 "AVX2 only" if flags.get("avx2") else "?")
-            family = m.get("cpu_id", {})
-            ident = f" family {family['cpu family']} model {family['model']}" if family.get("cpu family") else ""
-            return f"{m.get('cpu_model', '?')}{ident} ({isa}), {m.get('usable_cores', '?')} cores"
+            ident = cpu_id_label(m.get("cpu_id"), stepping=False)
+            return f"{m.get('cpu_model', '?')}{' ' + ident if ident else ''} ({isa}), {m.get('usable_cores', '?')} cores"
     return "-"
 
 

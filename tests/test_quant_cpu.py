@@ -233,7 +233,7 @@ def test_read_cpuinfo(tmp_path, text, flags, model):
 def test_read_cpu_id_tells_apart_what_the_model_name_does_not(tmp_path):
     """Two VMs both named "AMD EPYC": the family/model of the first processor say Zen 4 vs Zen 5."""
     from edgeclf._cpuinfo import read_cpu_id
-    from edgeclf.bench.report import _cpu_id
+    from edgeclf.bench.machine import cpu_id_label
 
     def cpuinfo(family: int, model: int) -> str:
         one = (f"processor\t: {{}}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\n"
@@ -246,5 +246,6 @@ def test_read_cpu_id_tells_apart_what_the_model_name_does_not(tmp_path):
         ids.append(read_cpu_id(tmp_path / "cpuinfo"))
     assert ids[0] == {"vendor_id": "AuthenticAMD", "cpu family": "25", "model": "17", "stepping": "1"}
     assert ids[1]["cpu family"] == "26" and ids[1]["model"] == "2"  # the first processor's, not the second's
-    assert _cpu_id(ids[1]) == " (family 26 model 2 stepping 1)"
-    assert read_cpu_id(tmp_path / "missing") == {} and _cpu_id({}) == ""
+    assert cpu_id_label(ids[1]) == "family 26 model 2 stepping 1"
+    assert cpu_id_label(ids[1], stepping=False) == "family 26 model 2"
+    assert read_cpu_id(tmp_path / "missing") == {} and cpu_id_label({}) == "" and cpu_id_label(None) == ""

@@ -42,6 +42,13 @@ def load_average() -> list[float] | None:
         return None
 
 
+def cpu_id_label(cpu_id: dict | None, stepping: bool = True) -> str:
+    """``"family 26 model 2 stepping 1"`` from machine.json's ``cpu_id`` (``stepping=False`` leaves the
+    stepping out), or ``""`` when it is missing or empty (results written before it was recorded)."""
+    keys = [("cpu family", "family"), ("model", "model")] + ([("stepping", "stepping")] if stepping else [])
+    return " ".join(f"{label} {cpu_id[k]}" for k, label in keys if cpu_id and cpu_id.get(k))
+
+
 def machine_facts(threads: int) -> dict:
     """A JSON-ready dict: cpu_model, cpu_id (vendor, family, model, stepping, microcode from
     /proc/cpuinfo: a VM's model name alone may not tell the generation), simd flags present,

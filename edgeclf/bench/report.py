@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgeclf._io import write_json, write_text
 from edgeclf.bench.config import COLUMNS, BenchConfig, BenchResult, BenchRow, Status
+from edgeclf.bench.machine import cpu_id_label
 from edgeclf.bench.predictions import FILE as PREDICTIONS_FILE
 from edgeclf.bench.predictions import write_predictions
 
@@ -74,15 +75,9 @@ def _ratio(rows: list[BenchRow], engine_fmt: str, fast: str, slow: str) -> str |
     return f"{engine_fmt} {fast} over {slow} {b / a:.2f}x (p50 {a:.3f} ms vs {b:.3f} ms)" if a and b else None
 
 
-def _cpu_id(cpu_id: dict | None) -> str:
-    """`` (family 26 model 2 stepping 1)`` from machine.json's cpu_id, or "" when unknown."""
-    keys = [("cpu family", "family"), ("model", "model"), ("stepping", "stepping")]
-    parts = [f"{label} {cpu_id[k]}" for k, label in keys if cpu_id and cpu_id.get(k)]
-    return f" ({' '.join(parts)})" if parts else ""
-
-
 def _header(result: BenchResult, cfg: BenchConfig, name: str, source: str) -> str:
     m, t = result.machine, cfg.timing
+    ident = cpu_id_label(m.get("cpu_id"))
     flags = ", ".join(f for f, present in m["simd_flags"].items() if present) or "none detected"
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     device = ", ".join(sorted({r.device for r in result.rows if r.engine == "tensorflow" and r.latency_ms_p50}))
@@ -103,7 +98,7 @@ def _header(result: BenchResult, cfg: BenchConfig, name: str, source: str) -> st
     lines = [
         f"# Benchmark: {name}", "",
         f"- model directory: `{result.model_dir}`; test data: `{source}`, {result.n_test} images{subset}",
-        (f"- machine: {m['cpu_model']}{_cpu_id(m.get('cpu_id'))} ({m['arch']}), {m['logical_cores']} logical cores "
+        (f"- machine: {m['cpu_model']}{f' ({ident})' if ident else ''} ({m['arch']}), {m['logical_cores']} logical cores "
          f"({m['usable_cores']} usable), {m['mem_total_mb']} MB RAM, {m['os']}, Python {m['python']}"),
         f"- SIMD flags present: {flags}", f"- versions: {versions}",
         (f"- threads: {cfg.threads} per engine (LiteRT num_threads, onnxruntime intra-op, TF intra-op; "

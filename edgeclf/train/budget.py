@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from edgeclf._keras import keras
-from edgeclf.train.schedules import WarmupCosine
+from edgeclf.train.schedules import WarmupCosine, warmup_steps_of
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class TimeBudget(keras.callbacks.Callback):
                      self.epoch_estimate(), fit_in, self.epochs, fit_in)
             self.epochs = fit_in
             total = fit_in * self.steps_per_epoch
-            self.schedule.replan(total, int(self.warmup_fraction * total))
+            self.schedule.replan(total, warmup_steps_of(total, self.warmup_fraction))
             if self.on_replan is not None:
                 self.on_replan(fit_in)
         if done >= self.epochs:

@@ -19,7 +19,7 @@ from edgeclf.data.pipeline import source_batches
 from edgeclf.train.budget import TimeBudget
 from edgeclf.train.config import Optimizer
 from edgeclf.train.distill import Teacher, distill_datasets, distillation_loss, label_accuracy
-from edgeclf.train.schedules import WarmupCosine
+from edgeclf.train.schedules import WarmupCosine, warmup_steps_of
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
         ValueError: ``budget`` with ``initial_epoch`` > 0.
     """
     steps = plan.steps(len(train), epochs)
-    schedule = WarmupCosine(plan.lr, steps, int(plan.warmup_fraction * steps))
+    schedule = WarmupCosine(plan.lr, steps, warmup_steps_of(steps, plan.warmup_fraction))
     if budget is not None:
         if initial_epoch:
             raise ValueError("a time budget needs initial_epoch 0")

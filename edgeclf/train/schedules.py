@@ -7,6 +7,12 @@ import math
 from edgeclf._keras import keras, tf
 
 
+def warmup_steps_of(total_steps: int, warmup_fraction: float) -> int:
+    """Warm-up steps of a ``total_steps`` schedule that warms up for ``warmup_fraction`` (in [0, 1)) of
+    it: the one rule of the training loop and of ``--time-budget``'s shortened plans."""
+    return int(warmup_fraction * total_steps)
+
+
 @keras.utils.register_keras_serializable(package="edgeclf")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from ``peak/10`` to ``peak`` over ``warmup_steps``, then cosine decay to 0.
