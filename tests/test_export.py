@@ -170,6 +170,7 @@ def test_accuracy_gate_fails_and_leaves_nothing(tiny_model_dir, tmp_path):
                                  "--calibration-samples", "30", "--max-accuracy-drop", "-100"])
     assert r.exit_code == 1, r.output
     assert "accuracy gate failed" in r.output and "model_int8.tflite" in r.output and "Traceback" not in r.output
+    assert "export again with --qat" in r.output and "--fallback" in r.output  # the remedy, on the error line
     assert not (d / "model_int8.tflite").exists() and not list(d.glob(".*tmp*"))
     assert json.loads((d / "manifest.json").read_text())["artifacts"] == []
 
