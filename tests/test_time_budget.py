@@ -125,9 +125,26 @@ def test_cli_time_budget_option(tiny_data_dir, tmp_path):
         _cfg(tiny_data_dir, tmp_path, time_budget_hours=0.0)
     with pytest.raises(ConfigError, match="multi-worker"):
         _cfg(tiny_data_dir, tmp_path, distribute="multi-worker")
-    r = run_cli(["train", "--model", "cnn-small", "--data", tiny_data_dir, "--time-budget", "0", "--out", tmp_path])
+    r = run_cli(["train", "--model", "cnn-small", "--data", tiny_data_dir, "--time-budget", "-1", "--out", tmp_path])
     assert r.exit_code == 2 and "--time-budget" in r.output
     r = run_cli(["train", "--model", "cnn-small", "--data", tiny_data_dir, "--limit", "40", "--val-split", "0",
                  "--epochs", "3", "--time-budget", "1e-7", "--no-augment", "--name", "b", "--out", tmp_path])
     assert r.exit_code == 0, r.output
     assert _epochs(tmp_path / "b") == ["1"]
+
+
+def test_cnn_recipe_budget_and_its_overrides(tiny_data_dir, tmp_path):
+    """The cnn recipe: 90 epochs within 2 h; --time-budget 0 turns the budget off, a given one replaces
+    it, and multi-worker training (which cannot re-plan) drops the recipe's budget but refuses a given one."""
+    from edgeclf.cli.train import _time_budget
+
+    data = DataConfig(source=str(tiny_data_dir), val_split=0.0)
+    recipe = TrainConfig.from_recipe(ModelConfig(name="cnn"), data=data, **_time_budget(None))
+    assert recipe.epochs == 90 and recipe.time_budget_hours == 2.0
+    assert TrainConfig.from_recipe(ModelConfig(name="cnn"), data=data, **_time_budget(0)).time_budget_hours is None
+    assert TrainConfig.from_recipe(ModelConfig(name="cnn"), data=data, **_time_budget(0.5)).time_budget_hours == 0.5
+    assert TrainConfig.from_recipe(ModelConfig(name="cnn-small"), data=data).time_budget_hours is None
+    multi = TrainConfig.from_recipe(ModelConfig(name="cnn"), data=data, distribute="multi-worker")
+    assert multi.time_budget_hours is None and multi.epochs == 90
+    with pytest.raises(ConfigError, match="multi-worker"):
+        TrainConfig.from_recipe(ModelConfig(name="cnn"), data=data, distribute="multi-worker", **_time_budget(1.0))

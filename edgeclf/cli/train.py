@@ -100,6 +100,13 @@ def _echo_result(result) -> None:
         click.echo(f"continue with: edgeclf train --resume {result.model_dir}")
 
 
+def _time_budget(hours: float | None) -> dict:
+    """``--time-budget`` as from_recipe fields: none given = the recipe's ({}), 0 = no budget."""
+    if hours is None:
+        return {}
+    return {"time_budget_hours": hours or None}
+
+
 @click.command("train")
 @click.option("--model", "model_name", type=click.Choice(list(MODELS)), default="cnn", show_default=True,
               help=_model_help())
@@ -126,12 +133,13 @@ def _echo_result(result) -> None:
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
               help="Early stopping on validation top-1 after N epochs without improvement (0 = off); "
                    "the best weights are always restored.")
-@click.option("--time-budget", "time_budget", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--time-budget", "time_budget", type=click.FloatRange(min=0), default=None,
               metavar="HOURS",
               help="Wall-clock budget of the training in hours (e.g. 2 or 0.5): after each epoch of the last phase the "
                    "epochs still to run are re-planned from the measured epoch time so the run ends within it, and "
                    "the learning-rate schedule is shortened to still decay to 0 (never more epochs than --epochs; "
-                   "as Ultralytics' time=). The epochs run are in metrics.json. Default: no budget.")
+                   "as Ultralytics' time=). The epochs run are in metrics.json. 0 = no budget. Default per model "
+                   "(cnn: 2 h for its 90 epochs; the others: none).")
 @click.option("--val-split", type=float, default=0.1, show_default=True,
               help="Fraction of train held out (stratified) for validation.")
 @click.option("--limit", type=click.IntRange(min=10), default=None,
@@ -228,8 +236,8 @@ def train_cmd(**opts):
         cfg = TrainConfig.from_recipe(
             mcfg, {k: opts[k] for k in _TRAIN_FIELDS}, data=dcfg, augment=acfg, patience=opts["patience"],
             class_weight=opts["class_weight"], seed=opts["seed"],
-            distill=distill, distribute=opts["distribute"], time_budget_hours=opts["time_budget"], name=opts["name"],
-            out=opts["out"])
+            distill=distill, distribute=opts["distribute"], name=opts["name"], out=opts["out"],
+            **_time_budget(opts["time_budget"]))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     from edgeclf.train import train

@@ -50,24 +50,28 @@ _CNN_RECIPE = {"batch_size": 512, "optimizer": "sgd", "lr": 0.5, "weight_decay":
                "mixed_precision": "auto"}
 
 
-def _scratch_cnn(name: str, summary: str, builder: str, epochs: int) -> ModelSpec:
+def _scratch_cnn(name: str, summary: str, builder: str, epochs: int,
+                 time_budget_hours: float | None = None) -> ModelSpec:
     """A from-scratch ``cnn`` layout: [-1, 1] input, ``--width``, logits x 0.125 (``--logit-scale``), the cnn
-    recipe for ``epochs`` epochs, 64 px automatic input size for large photos, width 4 in tests."""
+    recipe for ``epochs`` epochs (at most: ``time_budget_hours`` re-plans fewer where they would not fit),
+    64 px automatic input size for large photos, width 4 in tests."""
+    budget = {"time_budget_hours": time_budget_hours} if time_budget_hours else {}
     return ModelSpec(name=name, summary=summary, builder=builder, preprocessing=Preprocessing.MINUS_ONE_TO_ONE,
-                     recipe={"epochs": epochs, **_CNN_RECIPE}, options={"width", "logit_scale"},
+                     recipe={"epochs": epochs, **budget, **_CNN_RECIPE}, options={"width", "logit_scale"},
                      defaults={"logit_scale": 0.125}, tiny={"width": 4, "dropout": 0.0}, auto_input_size=64)
 
 
 MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     _scratch_cnn(
         "cnn", "CNN for small inputs (airbench layout, Conv-BN-ReLU, int8-clean)", "edgeclf.models.cnn:build",
-        # airbench94's layout with ReLU (152 M MACs at 32x32). 45 epochs keep a full CIFAR-10 run under
-        # 2 h on a 2-core CPU in bf16 (110-160 s per epoch on an AMX Xeon: 89.70 % top-1 in 6,716 s,
-        # against 89.23 % after 26 epochs, McNemar p 0.099: README, round 2). In float32 (~215 s per
-        # epoch on an AMD EPYC Zen 4) pass --epochs 26. No cutout: --cutout 8 at 45 epochs gave 89.72 %
-        # (McNemar p 0.97 against the run without it; at 26 epochs -0.37, p 0.15). With whole-pixel
-        # --translate (session 14): 89.97 % in 7,626 s on a slower Zen 4 VM (benchmarks/results/cifar10-cnn-45ep-nearest).
-        epochs=45),
+        # airbench94's layout with ReLU (152 M MACs at 32x32). Up to 90 epochs within a 2 h budget: the
+        # budget re-plans fewer epochs (and a shorter schedule) where they would not fit, so the run
+        # takes <= 2 h on any CPU and trains as long as the CPU allows. 26 epochs gave 89.23 %, 45 epochs
+        # 89.70 % (AMX Xeon, McNemar p 0.099) and 89.97 % (whole-pixel --translate, Zen 4, 7,626 s);
+        # 90 epochs under a 1.85 h budget: 56 fit on a slow 2-vCPU Zen 5 VM (101-121 s per epoch),
+        # 90.04 % in 6,604 s (benchmarks/results/cifar10-cnn-budget). No cutout: --cutout 8 at 45 epochs
+        # gave 89.72 % (McNemar p 0.97 against the run without it; at 26 epochs -0.37, p 0.15). README.
+        epochs=90, time_budget_hours=2.0),
     _scratch_cnn("cnn-resnet9", "ResNet-9 (Page 2018) at half width, round 2's first cnn",
                  "edgeclf.models.cnn:build_resnet9", epochs=30),
     ModelSpec(

@@ -233,6 +233,10 @@ class TrainConfig:
         """
         values = {**get_spec(model.name).recipe, **{k: v for k, v in (given or {}).items() if v is not None},
                   **fields}
+        if (values.get("distribute") in (Distribute.MULTI_WORKER, Distribute.MULTI_WORKER.value)
+                and values.get("time_budget_hours") is not None
+                and (given or {}).get("time_budget_hours") is None and "time_budget_hours" not in fields):
+            values["time_budget_hours"] = None  # the recipe's budget; multi-worker training cannot re-plan
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)} - {"model"})
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
