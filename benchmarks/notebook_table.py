@@ -26,7 +26,7 @@ NOTEBOOKS = (
 # results directories of edgeclf runs, in table order
 RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-cnn-w40",
         "cifar10-cnn-airbench", "cifar10-cnn-45ep", "cifar10-cnn-45ep-cutout", "cifar10-cnn-45ep-ens-kd",
-        "cifar10-cnn-45ep-nearest",
+        "cifar10-cnn-45ep-nearest", "cifar10-cnn-budget",
         "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160",
         "cifar10-mobilenet_v2-trainbn", "cifar10-mobilenet_v2-trainbn-nearest")
 # runs trained before their architecture was renamed: results dir -> today's --model name
@@ -70,15 +70,15 @@ def _command(cfg: dict) -> str:
     wanted = {**{k: train_defaults[k] for k in spec.options & set(train_defaults)}, **spec.recipe}
     for key, value in sorted(wanted.items()):
         have = cfg.get(key, train_defaults.get(key))
-        if have != value and key != "mixed_precision":  # that one is printed below
+        if have != value and key not in ("mixed_precision", "time_budget_hours"):  # those are printed below
             flag = key.replace("_", "-")
             parts.append((f"--{flag}" if have else f"--no-{flag}") if isinstance(have, bool) else f"--{flag} {have}")
     if cfg.get("augment", {}).get("cutout_px"):
         parts.append(f"--cutout {cfg['augment']['cutout_px']}")
     if cfg.get("mixed_precision"):
         parts.append("--mixed-precision")
-    if cfg.get("time_budget_hours"):
-        parts.append(f"--time-budget {cfg['time_budget_hours']:g}")
+    if cfg.get("time_budget_hours") != spec.recipe.get("time_budget_hours"):  # 0: none, where the recipe has one
+        parts.append(f"--time-budget {cfg.get('time_budget_hours') or 0:g}")
     if cfg.get("distill"):  # the teacher by its model directory's name (its results are another row)
         d = cfg["distill"]
         teachers = [d["teacher"]] if isinstance(d["teacher"], str) else d["teacher"]  # a string before 2026-12-02
