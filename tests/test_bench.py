@@ -30,8 +30,11 @@ def _make_artifacts(model_dir: Path) -> None:
     from edgeclf.export import ExportConfig, Precision, export_model
     from edgeclf.runtime.manifest import ArtifactEntry, Format, read_manifest, write_manifest
 
+    # the gate as in test_export for the tiny model: on its 90 test images one image is 1.1 points, and
+    # the default 1-point gate marked the int8 files 'validation failed' whenever two images flipped
+    # (CI, 2026-12-02), which this table test is not about
     export_model(model_dir, ExportConfig(precisions=(Precision.FP32, Precision.INT8), allow_drop=True,
-                                         calibration_samples=32), progress=False)
+                                         calibration_samples=32, max_accuracy_drop_pp=5.0), progress=False)
     data = (model_dir / "model_fp32.tflite").read_bytes()
     (model_dir / BROKEN).write_bytes(data[: len(data) // 3])
     manifest = read_manifest(model_dir)
