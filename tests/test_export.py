@@ -166,13 +166,58 @@ def test_pruned_int8_keeps_sparsity(pruned):
 def test_accuracy_gate_fails_and_leaves_nothing(tiny_model_dir, tmp_path):
     d = tmp_path / "tiny"
     shutil.copytree(tiny_model_dir, d)
-    r = CliRunner().invoke(cli, ["export", str(d), "--formats", "tflite", "--quantize", "int8",
+    r = CliRunner().invoke(cli, ["export", str(d), "--formats", "tflite", "--quantize", "int8", "--no-auto-qat",
                                  "--calibration-samples", "30", "--max-accuracy-drop", "-100"])
     assert r.exit_code == 1, r.output
     assert "accuracy gate failed" in r.output and "model_int8.tflite" in r.output and "Traceback" not in r.output
     assert "export again with --qat" in r.output and "--fallback" in r.output  # the remedy, on the error line
+    assert "model_qat_int8.tflite" not in r.output  # --no-auto-qat: no second try
     assert not (d / "model_int8.tflite").exists() and not list(d.glob(".*tmp*"))
     assert json.loads((d / "manifest.json").read_text())["artifacts"] == []
+
+
+def test_auto_qat_tries_qat_when_the_gate_fails_and_says_what_is_left(tiny_model_dir, tmp_path):
+    kept, d = tmp_path / "kept", tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, kept)
+    r = CliRunner().invoke(cli, ["export", str(kept), "--formats", "tflite", "--quantize", "int8",
+                                 "--calibration-samples", "30", "--max-accuracy-drop", "-100", "--allow-drop"])
+    assert r.exit_code == 0 and not (kept / "model_qat_int8.tflite").exists()  # --allow-drop: no second try
+    shutil.copytree(tiny_model_dir, d)
+    r = CliRunner().invoke(cli, ["export", str(d), "--formats", "tflite", "--quantize", "int8",
+                                 "--calibration-samples", "30", "--max-accuracy-drop", "-100"])
+    assert r.exit_code == 1, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert "model_int8.tflite" in line and "model_qat_int8.tflite" in line  # both tries failed, both named
+    assert "more --qat-epochs or --fallback" in line and "export again with --qat (" not in line
+    assert not (d / "model_int8.tflite").exists() and not (d / "model_qat_int8.tflite").exists()
+
+
+def test_auto_qat_replaces_a_failing_post_training_file(tiny_model_dir, tmp_path, monkeypatch):
+    """Post-training int8 forced to fail the gate (QAT files judged as usual): the export ends with a
+    passing QAT file in its place, recorded in the result, the manifest and export_config.json."""
+    from edgeclf.export import ExportConfig, Format, Precision, export_model, validate
+
+    real = validate.gate_message
+
+    def ptq_fails(name, v, max_drop_pp):
+        return f"{name}: forced failure" if name == "model_int8.tflite" else real(name, v, max_drop_pp)
+
+    monkeypatch.setattr(validate, "gate_message", ptq_fails)
+    d = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = ExportConfig(formats=(Format.TFLITE,), precisions=(Precision.FP32, Precision.INT8), calibration_samples=30,
+                       max_accuracy_drop_pp=100.0)
+    result = export_model(d, cfg, progress=False)
+    assert [a.file for a in result.artifacts] == ["model_fp32.tflite", "model_qat_int8.tflite"]
+    assert result.auto_qat == {"model_int8.tflite": "model_int8.tflite: forced failure"} and not result.failures
+    qat = result.artifacts[1]
+    assert qat.quantization_aware and qat.quantizer == "qat+converter" and qat.status.value == "ok"
+    assert qat.validation.n_images == result.n_images and "qat" in result.fine_tune_lr
+    assert not (d / "model_int8.tflite").exists() and (d / "model_qat_int8.tflite").is_file()
+    saved = json.loads((d / "export_config.json").read_text())
+    assert saved["auto_qat"] == result.auto_qat and saved["config"]["qat_if_gate_fails"] is True
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert [a["file"] for a in manifest["artifacts"]] == ["model_fp32.tflite", "model_qat_int8.tflite"]
 
 
 def test_allow_drop_keeps_artifact_marked(tiny_model_dir, tmp_path):

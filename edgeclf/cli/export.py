@@ -78,8 +78,11 @@ def _int8_remedy(exc: AccuracyGateError, cfg) -> str:
     CIFAR-10 mobilenet_v2 with --train-bn: post-training int8 lost 1.09 points, after one QAT epoch
     0.17; README) or float fallback of the most sensitive layers."""
     failed = exc.result.failures if exc.result is not None else {}
-    if cfg.qat or cfg.fallback or not any("int8" in name for name in failed):
+    if cfg.fallback or not any("int8" in name for name in failed):
         return ""
+    if cfg.qat or any("_qat_" in name for name in failed):   # QAT ran (--qat, or --auto-qat's second try)
+        return ("; to win the int8 accuracy back, export again with more --qat-epochs or --fallback "
+                "(keeps the most sensitive layers in float)")
     return ("; to win the int8 accuracy back, export again with --qat (quantization-aware training, "
             "--qat-epochs 1) or --fallback (keeps the most sensitive layers in float)")
 
@@ -96,6 +99,9 @@ def _int8_remedy(exc: AccuracyGateError, cfg) -> str:
 @click.option("--prune-epochs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Fine-tuning epochs while pruning.")
 @click.option("--qat", is_flag=True, help="Quantization-aware training before int8 conversion (needs int8).")
+@click.option("--auto-qat/--no-auto-qat", "auto_qat", default=True, show_default=True,
+              help="When a post-training int8 file fails --max-accuracy-drop (and --allow-drop is off), train "
+                   "the model with QAT for --qat-epochs and make that file again as model_qat_int8.*.")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--qat-distill", type=click.FloatRange(0.0, 1.0), default=QAT_DISTILL_DEFAULT, show_default=True,
               help="Weight of knowledge distillation from the float model in the QAT loss (temperature 1, "
@@ -141,14 +147,14 @@ def _int8_remedy(exc: AccuracyGateError, cfg) -> str:
               help="Fine-tuning batch size (pruning, QAT); default: the training run's.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epochs, qat_distill, fine_tune_lr, calibration_samples,
+def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, auto_qat, qat_epochs, qat_distill, fine_tune_lr, calibration_samples,
                calibration_sampling, data, max_accuracy_drop, allow_drop, val_samples, tflite_int8, int8_io, onnx_int8, quant_report, fallback, fallback_max_layers,
                fallback_ranking, batch_size, seed):
     """Prune/quantize MODEL_DIR/model.keras, write .tflite/.onnx files, validate each, update manifest.json."""
     try:
         cfg = ExportConfig(formats=parse_formats(formats),
                            precisions=parse_precisions(quantize) if quantize else None,
-                           prune_sparsity=prune, prune_epochs=prune_epochs, qat=qat, qat_epochs=qat_epochs, qat_distill=qat_distill,
+                           prune_sparsity=prune, prune_epochs=prune_epochs, qat=qat, qat_if_gate_fails=auto_qat, qat_epochs=qat_epochs, qat_distill=qat_distill,
                            fine_tune_lr=fine_tune_lr, calibration_samples=calibration_samples,
                            calibration_sampling=calibration_sampling, data=data,
                            max_accuracy_drop_pp=max_accuracy_drop, allow_drop=allow_drop, val_samples=val_samples,
@@ -174,6 +180,9 @@ def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, qat_epoch
     if result.sparsity:
         click.echo(f"pruning: {result.sparsity['kernel_sparsity']:.1%} of Conv/Dense kernel weights are zero "
                    f"(target {result.sparsity['target']:.0%})")
+    for why in result.auto_qat.values():
+        click.echo(f"--auto-qat: {why.split(' (limit')[0]}; made again with quantization-aware training "
+                   "(the _qat_ file below)")
     if result.fine_tune_lr:
         click.echo("fine-tuning peak learning rate: " + ", ".join(f"{k} {v:.3g}" for k, v in result.fine_tune_lr.items()))
     click.echo(format_table(result))

@@ -11,6 +11,8 @@ Steps (one log line each, with timing):
    A converter that raises on the model (TFLite converter, tf2onnx, onnxruntime ``quantize_static``,
    the QuantizationDebugger: e.g. an op it does not support) fails that artifact the same way, as an
    :class:`ExportError` naming ``MODEL_DIR/<file>`` and the cause; the export goes on with the others.
+4. ``--auto-qat`` (:attr:`ExportConfig.qat_if_gate_fails`): if post-training int8 files failed the gate,
+   QAT once and make those files again from the QAT model (``model_qat_int8.*``).
 
 Raises :class:`ExportError` at the end if any artifact could not be made, else :class:`AccuracyGateError`
 if any failed the gate (the others are kept in both cases; ``.result`` holds the partial result).
@@ -66,6 +68,8 @@ class ExportResult:
         timings_s: export step -> wall time in seconds (load, prune, QAT, each artifact).
         fp32_size_bytes: format value -> size of the model directory's fp32 file of that format (from
             this or an earlier export, per the manifest), the reference of :meth:`gzip_ratio`.
+        auto_qat: post-training int8 file -> its gate failure, for each file that ``--auto-qat``
+            (:attr:`ExportConfig.qat_if_gate_fails`) replaced by a QAT file that passed.
     """
 
     model_dir: Path
@@ -79,6 +83,7 @@ class ExportResult:
     fine_tune_lr: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     fp32_size_bytes: dict[str, int] = field(default_factory=dict)
+    auto_qat: dict[str, str] = field(default_factory=dict)
 
     def gzip_ratio(self, entry: ArtifactEntry) -> float | None:
         """gzip -9 size of ``entry``'s file / size of the fp32 file of its format (issue target for
@@ -314,6 +319,35 @@ def _export_one(model, fmt: Format, job: ExportJob, ctx: ArtifactContext) -> tup
     return entry, failure
 
 
+@dataclass
+class _JobRunner:
+    """Makes one artifact per call and files the outcome: manifest entry, failure or export error."""
+
+    ctx: ArtifactContext
+    manifest: Manifest
+    result: ExportResult
+    representative: np.ndarray
+    sparsity: float
+
+    def __call__(self, model, fmt: Format, precision: Precision, cfg: ExportConfig, use_qat: bool) -> bool:
+        """Export ``model`` as (fmt, precision) under ``cfg``; True when its entry was written."""
+        job = ExportJob(precision=precision, config=cfg, representative=self.representative,
+                        metadata=self.manifest.embedded_metadata(precision, self.sparsity), quantization_aware=use_qat)
+        try:
+            entry, _ = _export_one(model, fmt, job, self.ctx)
+        except AccuracyGateError as exc:
+            self.result.failures[cfg.file_name(fmt, precision)] = str(exc)
+            return False
+        except ExportError as exc:
+            log.error("%s", exc)
+            self.result.export_errors[cfg.file_name(fmt, precision)] = one_line(exc)
+            return False
+        self.manifest.upsert_artifact(entry)
+        self.result.artifacts.append(entry)
+        write_manifest(self.ctx.model_dir, self.manifest)
+        return True
+
+
 def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True) -> ExportResult:
     """Export ``model_dir``'s float model to every (format, precision) of ``cfg`` and validate each file.
 
@@ -387,41 +421,42 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
                                         cfg.prune_epochs)
         result.sparsity = report.to_dict()
         sparsity = report.kernel_sparsity
-    qat_model = None
-    if cfg.qat:
+
+    def qat(why: str = ""):
+        """The QAT model of ``model`` (``--qat``, or ``--auto-qat``'s second try)."""
         from edgeclf.export.qat import quantize_aware
 
         lr = result.fine_tune_lr["qat"] = cfg.fine_tune_lr or qat_lr(train_cfg)
         teacher = _qat_teacher(float_model, cfg.qat_distill, model_dir)
         distil = f", distillation alpha {cfg.qat_distill:g}" if teacher else ""
-        with _step(f"quantization-aware training ({cfg.qat_epochs} epochs, peak lr {lr:.3g}{distil})", timings):
-            qat_model = quantize_aware(model, replace(ft, lr=lr, teacher=teacher), cfg.qat_epochs,
-                                       preserve_sparsity=bool(cfg.prune_sparsity))
+        with _step(f"quantization-aware training{why} ({cfg.qat_epochs} epochs, peak lr {lr:.3g}{distil})", timings):
+            return quantize_aware(model, replace(ft, lr=lr, teacher=teacher), cfg.qat_epochs,
+                                  preserve_sparsity=bool(cfg.prune_sparsity))
 
+    qat_model = qat() if cfg.qat else None
     ctx = ArtifactContext(model_dir=model_dir, x_val=x_val, y_val=y_val, float_probs=float_probs,
                           float_top1_acc=float_acc, sparsity=sparsity, progress=progress, timings=timings)
+    run = _JobRunner(ctx, manifest, result, rep, sparsity)
     with saved_model_cache():  # one SavedModel per model for all its TFLite conversions (QAT: two)
         for fmt, precision in jobs:
             use_qat = qat_model is not None and precision is Precision.INT8
-            job = ExportJob(precision=precision, config=cfg, representative=rep,
-                            metadata=manifest.embedded_metadata(precision, sparsity), quantization_aware=use_qat)
-            try:
-                entry, _ = _export_one(qat_model if use_qat else model, fmt, job, ctx)
-            except AccuracyGateError as exc:
-                result.failures[cfg.file_name(fmt, precision)] = str(exc)
-                continue
-            except ExportError as exc:
-                log.error("%s", exc)
-                result.export_errors[cfg.file_name(fmt, precision)] = one_line(exc)
-                continue
-            manifest.upsert_artifact(entry)
-            result.artifacts.append(entry)
-            write_manifest(model_dir, manifest)
+            run(qat_model if use_qat else model, fmt, precision, cfg, use_qat)
+        retry = [(fmt, p) for fmt, p in jobs
+                 if p is Precision.INT8 and cfg.file_name(fmt, p) in result.failures]
+        if retry and cfg.qat_if_gate_fails and not cfg.qat and not cfg.allow_drop:
+            names = ", ".join(cfg.file_name(fmt, p) for fmt, p in retry)
+            log.warning("[export] %s failed the accuracy gate: training with QAT and making it again (--auto-qat; "
+                        "--no-auto-qat to skip)", names)
+            qat_model, qcfg = qat(" (--auto-qat)"), cfg.auto_qat()
+            for fmt, p in retry:
+                if run(qat_model, fmt, p, qcfg, True):
+                    result.auto_qat[cfg.file_name(fmt, p)] = result.failures.pop(cfg.file_name(fmt, p))
     write_manifest(model_dir, manifest)
     result.fp32_size_bytes = {a.format.value: a.size_bytes for a in manifest.artifacts
                               if a.precision is Precision.FP32}
     write_json(model_dir / EXPORT_CONFIG_NAME, {"config": cfg.to_dict(), "sparsity": result.sparsity,
                                                 "fine_tune_lr": result.fine_tune_lr, "timings_s": timings,
+                                                "auto_qat": result.auto_qat,
                                                 "float_top1_acc": round(float_acc, 5), "n_images": len(y_val)})
     if result.export_errors:
         raise ExportError("; ".join([*result.export_errors.values(), *result.failures.values()]), result)
