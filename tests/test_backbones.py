@@ -379,14 +379,15 @@ def _check_round_trip(roundtrip, name: str) -> None:
     changed = {layer.name for layer in base_layers
                if layer.weights and any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), start[layer.name]))}
     assert changed <= {layer.name for layer in base_layers[_first_fine_tuned(base_layers, last):]}
-    if not load_config(model_dir).train_bn:  # the recipe's --train-bn (mobilenet_v2) lets BatchNorm learn
+    cfg = load_config(model_dir)
+    if not cfg.train_bn:  # the recipe's --train-bn (mobilenet_v2) lets BatchNorm learn
         assert not any(isinstance(model_layer, L.BatchNormalization) for model_layer in
                        (transfer.base_model(model).get_layer(n) for n in changed))
 
     assert [(a.file, a.status.value) for a in export.artifacts] == [("model_int8.tflite", "ok"),
                                                                    ("model_int8.onnx", "ok")]
     assert export.failures == {}
-    x = load_dataset(load_config(model_dir).data, progress=False).x_test.astype(np.float32)
+    x = load_dataset(cfg.data, progress=False).x_test.astype(np.float32)
     float_probs = model.predict(x, verbose=0)
     float_top1 = float_probs.argmax(1)
     # two or more classes predicted for 5+ images each: otherwise top-1 agreement would be trivial and
