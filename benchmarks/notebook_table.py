@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgeclf.bench.machine import cpu_id_label
+from edgeclf._machine import cpu_id_label
 
 # (label, top-1 as the notebook states it, what the notebook was)
 NOTEBOOKS = (

@@ -233,7 +233,7 @@ def test_read_cpuinfo(tmp_path, text, flags, model):
 def test_read_cpu_id_tells_apart_what_the_model_name_does_not(tmp_path):
     """Two VMs both named "AMD EPYC": the family/model of the first processor say Zen 4 vs Zen 5."""
     from edgeclf._cpuinfo import read_cpu_id
-    from edgeclf.bench.machine import cpu_id_label
+    from edgeclf._machine import cpu_id_label
 
     def cpuinfo(family: int, model: int) -> str:
         one = (f"processor\t: {{}}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\n"

@@ -18,6 +18,7 @@ import pytest
 from _cli import run_cli as _run_cli
 
 from edgeclf._keras import keras
+from edgeclf._machine import machine_facts
 from edgeclf.data import AugmentConfig, DataConfig
 from edgeclf.errors import ConfigError
 from edgeclf.models import ModelConfig
@@ -122,6 +123,13 @@ def test_resume_continues_at_the_next_epoch_with_optimizer_and_schedule(tiny_dat
     assert m["epochs_run"] == 4 and m["resumed"] == 1 and m["interrupted"] is False
     assert m["train_seconds"] >= first.metrics["train_seconds"]
     assert {p.name for p in tmp_path.iterdir()} == {"run", "full"}  # the checkpoint is gone
+    # machine.json: the CPU of the finishing session, and of each session before a resume
+    here = machine_facts()
+    for run_dir, earlier in ((full.model_dir, 0), (result.model_dir, 1)):
+        machine = json.loads((run_dir / "machine.json").read_text())
+        assert machine["cpu_model"] == here["cpu_model"] and machine["simd_flags"] == here["simd_flags"]
+        assert len(machine["earlier_sessions"]) == earlier and len(machine["load_average_end"]) == 3
+    assert json.loads((result.model_dir / "machine.json").read_text())["earlier_sessions"][0]["cpu_id"] == here["cpu_id"]
 
 
 def test_two_phase_resume_after_a_crash_at_the_phase_boundary(tiny_data_dir, tmp_path):
@@ -158,6 +166,7 @@ _CHILD = """
 import json, sys, time
 from pathlib import Path
 from edgeclf._keras import keras
+from edgeclf._machine import machine_facts
 from edgeclf.train import train
 from edgeclf.train.config import TrainConfig
 

@@ -12,8 +12,8 @@ import io
 from pathlib import Path
 
 from edgeclf._io import write_json, write_text
+from edgeclf._machine import cpu_id_label
 from edgeclf.bench.config import COLUMNS, BenchConfig, BenchResult, BenchRow, Status
-from edgeclf.bench.machine import cpu_id_label
 from edgeclf.bench.predictions import FILE as PREDICTIONS_FILE
 from edgeclf.bench.predictions import write_predictions
 

@@ -118,7 +118,8 @@ class RunCheckpoint:
         state: the contents of state.json: ``history`` (list of row dicts), ``phases_done`` (int),
             ``best_acc`` (float or None), ``best_epoch`` (int or None), ``train_seconds`` (float),
             ``sessions`` (int, 1 + number of resumes), ``planned_epochs`` (phase -> epochs, set when
-            ``--time-budget`` shortened a phase; absent or empty otherwise).
+            ``--time-budget`` shortened a phase; absent or empty otherwise), ``machines`` (one
+            :func:`edgeclf._machine.machine_facts` dict per session, appended by the training loop).
     """
 
     def __init__(self, path: Path, state: dict, lock, created: tuple[Path, ...] = (), resumed: bool = False):

@@ -2,7 +2,7 @@
 continues an interrupted run from its checkpoint.
 
 Model directory (see DESIGN.md): model.keras (float32), config.json, labels.txt, history.csv,
-curves.png, confusion_matrix.png, metrics.json. Its files are written into a temporary directory
+curves.png, confusion_matrix.png, metrics.json, machine.json (the CPU it trained on). Its files are written into a temporary directory
 that replaces ``out/name`` only when everything succeeded. While training, the run checkpoint
 ``out/.name.partial/`` (:mod:`edgeclf.train.checkpoint`) is updated after every epoch; it is deleted
 when the model directory is in place and kept when the run is interrupted or crashes.
@@ -22,6 +22,7 @@ from pathlib import Path
 from edgeclf import __version__
 from edgeclf._io import make_temp_dir, replace_dir, reported_as, write_json, write_text
 from edgeclf._keras import keras, set_seed
+from edgeclf._machine import load_average, machine_facts
 from edgeclf._versions import tool_versions
 from edgeclf.data import BUILTIN, balanced_class_weights, native_size, open_dataset
 from edgeclf.errors import ConfigError
@@ -94,6 +95,14 @@ def _float32_copy(model: keras.Model, cfg: TrainConfig, input_shape, num_classes
     m32.load_weights(str(path))
     path.unlink()
     return m32
+
+
+def _machine_record(sessions: list[dict]) -> dict:
+    """machine.json of a model directory: bench's machine.json fields for the session that finished the
+    run (``threads`` None: TensorFlow's default thread pools), its ``load_average_end``, and
+    ``earlier_sessions`` (the same facts of every session before a ``--resume``; empty otherwise), so
+    train_seconds and images/s can be read against the CPU(s) that produced them."""
+    return {**sessions[-1], "load_average_end": load_average(), "earlier_sessions": sessions[:-1]}
 
 
 def resolve_input_size(cfg: TrainConfig) -> TrainConfig:
@@ -289,6 +298,7 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
         raise
     class_weight = (balanced_class_weights(ds.train.labels, ds.num_classes)
                     if cfg.class_weight is ClassWeight.BALANCED else None)
+    ckpt.state.setdefault("machines", []).append(machine_facts())  # one per session: a resume may run elsewhere
     interrupted = False
     try:
         _train_phases(cfg, spec, model, ds, ckpt, teacher, class_weight, extra_callbacks, backup_root or ckpt.path)
@@ -337,6 +347,7 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
             write_json(work / "config.json", cfg.to_dict())
             write_text(work / "labels.txt", "\n".join(ds.class_names) + "\n")
             write_text(work / "history.csv", _history_csv(history))
+            write_json(work / "machine.json", _machine_record(ckpt.state["machines"]))
             write_eval_artifacts(work, metrics, history)
         replace_dir(work, out_dir)
     except BaseException:

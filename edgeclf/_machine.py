@@ -1,6 +1,8 @@
-"""Facts about the machine a benchmark ran on (CPU, SIMD flags, cores, library versions, load).
+"""Facts about the machine a benchmark or a training run ran on (CPU, SIMD flags, cores, library versions,
+load): bench's machine.json and the model directory's machine.json (:mod:`edgeclf.train.loop`).
 
-Never imports TensorFlow: versions come from package metadata (:func:`edgeclf._versions.tool_versions`).
+A leaf module (``_cpuinfo`` and ``_versions`` only), so training and bench both use it. Never imports
+TensorFlow: versions come from package metadata (:func:`edgeclf._versions.tool_versions`).
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ def cpu_id_label(cpu_id: dict | None, stepping: bool = True) -> str:
     return " ".join(f"{label} {cpu_id[k]}" for k, label in keys if cpu_id and cpu_id.get(k))
 
 
-def machine_facts(threads: int) -> dict:
+def machine_facts(threads: int | None = None) -> dict:
     """A JSON-ready dict: cpu_model, cpu_id (vendor, family, model, stepping, microcode from
     /proc/cpuinfo: a VM's model name alone may not tell the generation), simd flags present,
-    logical/usable cores, memory, OS, Python and library versions, the engine thread count used, and
-    the current load average."""
+    logical/usable cores, memory, OS, Python and library versions, the engine thread count used
+    (``threads``; None where the work used the library's default, e.g. training), and the current load
+    average (1/5/15 min: other work on the machine skews timings)."""
     model, flags = _cpuinfo()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
