@@ -7,10 +7,13 @@ onnxruntime's quantize_static, as the export does.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 from edgeclf.export.config import AUTO_ONNX_RECIPE, OnnxInt8Recipe, choose_onnx_recipe
@@ -186,10 +189,36 @@ def test_precision_mode_env_override(monkeypatch):
     assert x64_precision_mode(zen4)
 
 
-def test_from_tflite_onnx_opens_without_precision_mode(tiny_model_dir, tmp_path, monkeypatch, caplog):
-    """onnxruntime 1.32 refuses session.x64quantprecision=1 on tf2onnx files of int8 TFLite models
-    ("Attempt to replace the existing tensor"); the runtime then opens the file without it, says so
-    once, and computes what a session without the option computes."""
+def _share_equal_constants(path) -> int:
+    """Point DequantizeLinear inputs with equal contents at one initializer, as tf2onnx writes them
+    (and edgeclf before it copied them apart); returns how many inputs were re-pointed."""
+    import onnx
+
+    model = onnx.load(str(path))
+    first: dict[tuple, str] = {}
+    inits = {t.name: t for t in model.graph.initializer}
+    moved = 0
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        for i, name in enumerate(node.input):
+            if name in inits:
+                t = inits[name]
+                key = (t.data_type, tuple(t.dims), t.raw_data or onnx.numpy_helper.to_array(t).tobytes())
+                if first.setdefault(key, name) != name:
+                    node.input[i] = first[key]
+                    moved += 1
+    onnx.save(model, str(path))
+    return moved
+
+
+def test_from_tflite_onnx_opens_with_precision_mode_and_falls_back_without(tiny_model_dir, tmp_path, monkeypatch,
+                                                                          caplog):
+    """tf2onnx stores equal constants once, and onnxruntime 1.32 refuses session.x64quantprecision=1 on
+    such files ("Attempt to replace the existing tensor"). Export gives each weight its own constants
+    (edgeclf.export.onnx_qdq), so the file opens with the option and computes what it computes without
+    it (on a VNNI CPU both kernels are exact). A file with shared constants (written by an older
+    edgeclf) is opened without the option, with one warning, and computes the same."""
     import shutil
 
     from edgeclf.export import ExportConfig, Format, OnnxInt8Recipe, Precision, export_model
@@ -202,11 +231,28 @@ def test_from_tflite_onnx_opens_without_precision_mode(tiny_model_dir, tmp_path,
                                  val_samples=30, onnx_int8=OnnxInt8Recipe.FROM_TFLITE, allow_drop=True),
                  progress=False)
     images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    # every convolution runs fused (the stem's input reaches its DQ through a Transpose)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(d / "model_int8.onnx"), opts, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert ops["QLinearConv"] == 7 and ops["Conv"] == 0, ops
     monkeypatch.setenv(X64_PRECISION_ENV, "0")
     ref = load_classifier(d / "model_int8.onnx").predict(images)
     monkeypatch.setenv(X64_PRECISION_ENV, "1")
+    clf = load_classifier(d / "model_int8.onnx")
+    assert clf.x64_precision is True
+    with_option = clf.predict(images)
+    if cpu_features().int8_kernel_class == "x86-vnni":
+        np.testing.assert_array_equal(with_option, ref)
+    else:  # without VNNI the reference's U8S8 kernel may saturate: the top-1 classes still agree
+        assert np.mean(with_option.argmax(1) == ref.argmax(1)) >= 0.75
+
+    old = tmp_path / "shared.onnx"
+    shutil.copy(d / "model_int8.onnx", old)
+    assert _share_equal_constants(old) > 0
     with caplog.at_level(logging.WARNING, logger="edgeclf.runtime.ort"):
-        clf = load_classifier(d / "model_int8.onnx")
+        clf = load_classifier(old)
     assert clf.x64_precision is False
     assert [r for r in caplog.records if "cannot run this model with session.x64quantprecision=1" in r.getMessage()]
     np.testing.assert_array_equal(clf.predict(images), ref)

@@ -14,7 +14,9 @@ int8 recipes (``ExportConfig.onnx_int8``, :class:`~edgeclf.export.config.OnnxInt
   probs_QuantizeLinear_Output"; measured). ``float_layers`` (``--fallback``) go to
   ``nodes_to_exclude`` too.
 * ``from-tflite``: tf2onnx converts the int8 TFLite file (same quantization as model_int8.tflite);
-  graph I/O are int8, their scale/zero point go into the metadata.
+  graph I/O are int8, their scale/zero point go into the metadata. Its int8 activations are then
+  rewritten as uint8 and each weight gets its own constants (both exact; :mod:`edgeclf.export.onnx_qdq`),
+  so onnxruntime fuses every layer and accepts ``session.x64quantprecision``.
 * ``auto`` (default): :func:`~edgeclf.export.config.choose_onnx_recipe` for the export CPU's int8
   kernel class, onnxruntime's own advice (docs/quantization.md has the reasons and measurements).
 
@@ -36,6 +38,7 @@ import numpy as np
 
 from edgeclf._keras import quiet_native_logs, tf
 from edgeclf.export.config import ExportJob, Int8Io, OnnxInt8Recipe, Precision, resolved_onnx_recipe
+from edgeclf.export.onnx_qdq import activations_to_uint8, unshare_weight_constants
 from edgeclf.runtime.manifest import METADATA_KEY
 
 OPSET = 17
@@ -189,6 +192,8 @@ def _from_tflite(model, out_path: Path, job: ExportJob) -> Path:
         src.write_bytes(tflite_bytes)
         with quiet_native_logs():  # tf2onnx runs TF's own tf.lite.Interpreter, which prints an XNNPACK notice
             proto, _ = tf2onnx.convert.from_tflite(str(src), opset=OPSET)
+    activations_to_uint8(proto)  # else onnxruntime leaves layers with shared inputs in float (onnx_qdq.py)
+    unshare_weight_constants(proto)  # else onnxruntime refuses session.x64quantprecision (AVX2: exact kernels)
     return _save_checked(proto, out_path, meta)
 
 

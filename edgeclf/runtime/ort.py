@@ -6,7 +6,8 @@ differs logs one warning per file and process. On x86 CPUs whose uint8 x int8 ke
 (AVX2 / AVX-512 without VNNI) every session gets ``session.x64quantprecision = 1``: onnxruntime
 then rewrites int8 weight tensors with values outside [-64, 64] to uint8 and runs its exact U8U8
 kernels (same products, slower; 7-bit ``reduce_range`` weights are left alone); a file onnxruntime
-cannot open with that option (``from-tflite``) is opened without it, with one warning.
+cannot open with that option (``from-tflite`` files of older edgeclf versions, whose weights share
+constants) is opened without it, with one warning.
 ``EDGECLF_ORT_X64_PRECISION=0`` (or ``1``) overrides that choice, for measuring both.
 """
 
@@ -167,10 +168,11 @@ class OrtClassifier(Classifier):
     def _open(self, ort, path: Path, threads: int | None, providers: list[str]):
         """The session, with ``session.x64quantprecision`` when :attr:`x64_precision` is set.
 
-        onnxruntime 1.32 cannot apply that option to some graphs: tf2onnx files of int8 TFLite
-        models (``--onnx-int8 from-tflite``) fail with "AddInitializedOrtValue Attempt to replace the
-        existing tensor" (measured, benchmarks/results/avx2-emulation). Such a file is then opened
-        without it, with one warning that its U8S8 products may saturate on this CPU.
+        onnxruntime 1.32 cannot apply that option to graphs whose weight DequantizeLinear nodes share
+        constants: tf2onnx files of int8 TFLite models (``--onnx-int8 from-tflite``) written before
+        export copied them apart (:mod:`edgeclf.export.onnx_qdq`) fail with "AddInitializedOrtValue
+        Attempt to replace the existing tensor" (measured, benchmarks/results/avx2-emulation). Such a
+        file is then opened without it, with one warning that its U8S8 products may saturate on this CPU.
         """
         def session(precision: bool):
             opts = ort.SessionOptions()
