@@ -48,6 +48,15 @@ LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten
 WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 
 
+def _index(graph) -> tuple[dict, dict[str, list]]:
+    """(initializer name -> TensorProto, tensor name -> the nodes reading it) of an ``onnx.GraphProto``."""
+    consumers: dict[str, list] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    return {t.name: t for t in graph.initializer}, consumers
+
+
 def activations_to_uint8(model) -> int:
     """Rewrite ``model`` (an ``onnx.ModelProto``, changed in place) so every int8 activation is uint8.
 
@@ -64,11 +73,7 @@ def activations_to_uint8(model) -> int:
     from onnx import numpy_helper
 
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    consumers: dict[str, list] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    inits, consumers = _index(graph)
     outputs = {o.name for o in graph.output}
     made: dict[str, str] = {}  # int8 initializer -> its uint8 copy
 
@@ -157,11 +162,7 @@ def unshare_weight_constants(model) -> int:
     from onnx import TensorProto
 
     graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    consumers: dict[str, list] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
+    inits, consumers = _index(graph)
     uses = Counter(name for node in graph.node for name in node.input if name in inits)
     copies = 0
     for node in graph.node:
