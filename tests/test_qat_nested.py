@@ -132,6 +132,17 @@ def test_qat_export_of_mobilenet_v2(tmp_path):
     assert all(e["status"] == "ok" and e["quantization_aware"] for e in entries.values()), entries
     for name in entries:  # every conv/dense kernel of the inlined base is int8 (alpha 0.35: ~0.4 M weights)
         assert int8_weight_report(d / name).int8_kernel_params > 300_000, name
+    # onnxruntime runs every convolution and residual Add of the QAT .onnx in int8 (edgeclf.export.onnx_qdq;
+    # tf2onnx's int8 activations left the layers around each residual in float)
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(d / "model_qat_int8.onnx"), opts, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert ops["QLinearConv"] == 52 and ops["Conv"] == 0 and ops["QLinearAdd"] >= 10 and ops["Add"] == 0, ops
 
     x = load_dataset(cfg.data, progress=False).x_test.astype(np.float32)
     float_top1 = load_keras_model(d).predict(x, verbose=0).argmax(1)
