@@ -7,6 +7,7 @@ The tiny model is exported ONCE per module (all default formats/precisions) and 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -269,3 +270,56 @@ def test_qat_int8_export(tiny_model_dir, tmp_path):
     assert entry.file == "model_qat_int8.tflite" and entry.quantization_aware and entry.quantizer == "qat+converter"
     assert entry.validation.top1_agreement >= 0.8
     assert int8_weight_report(d / "model_qat_int8.tflite").int8_kernel_params > 20000
+
+
+def test_auto_qat_above_keeps_the_int8_file_that_loses_less(tiny_model_dir, tmp_path):
+    """A post-training int8 file inside the gate but over --auto-qat-above (forced: -100 points) is made
+    again with QAT; of the two real files the one with the smaller measured drop stays, the other is
+    gone from disk and manifest, and the line in the result and export_config.json gives both drops."""
+    from edgeclf.export import ExportConfig, Format, Precision, export_model
+
+    d = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = ExportConfig(formats=(Format.TFLITE,), precisions=(Precision.INT8,), calibration_samples=30,
+                       max_accuracy_drop_pp=100.0, auto_qat_above_pp=-100.0)
+    result = export_model(d, cfg, progress=False)
+    (line,) = result.auto_qat_above.values()
+    drops = [float(x) for x in re.findall(r"lost ([+-]\d+\.\d+) points, model_qat_int8.tflite ([+-]\d+\.\d+)",
+                                          line)[0]]
+    kept = "model_qat_int8.tflite" if drops[1] < drops[0] else "model_int8.tflite"
+    gone = ({"model_int8.tflite", "model_qat_int8.tflite"} - {kept}).pop()
+    assert line.endswith(f"kept {kept}") and list(result.auto_qat_above) == ["model_int8.tflite"]
+    assert [a.file for a in result.artifacts] == [kept] and not result.failures and not result.auto_qat
+    assert round(result.artifacts[0].validation.acc_drop_pp, 2) == drops[kept == "model_qat_int8.tflite"]
+    assert (d / kept).is_file() and not (d / gone).exists() and "qat" in result.fine_tune_lr
+    assert [a["file"] for a in json.loads((d / "manifest.json").read_text())["artifacts"]] == [kept]
+    assert json.loads((d / "export_config.json").read_text())["auto_qat_above"] == result.auto_qat_above
+
+
+def test_auto_qat_above_leaves_files_within_the_target_and_survives_a_failing_remake(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    from edgeclf.export import validate
+
+    def export(d, above):
+        shutil.copytree(tiny_model_dir, d)
+        return CliRunner().invoke(cli, ["export", str(d), "--formats", "tflite", "--quantize", "int8",
+                                        "--calibration-samples", "30", "--max-accuracy-drop", "100",
+                                        "--auto-qat-above", above])
+    r = export(tmp_path / "within", "100")   # no file loses 100 points: no QAT, through the CLI
+    assert r.exit_code == 0 and "--auto-qat-above" not in r.output and "fine-tuning peak" not in r.output, r.output
+    assert not (tmp_path / "within" / "model_qat_int8.tflite").exists()
+    from edgeclf.export import ExportConfig, Format, Precision, export_model
+
+    real = validate.gate_message
+    monkeypatch.setattr(validate, "gate_message", lambda name, v, max_drop: (
+        f"{name}: forced failure" if "_qat_" in name else real(name, v, max_drop)))
+    d = tmp_path / "above"   # over the target, but the QAT remake fails the gate: the first file stays, no error
+    shutil.copytree(tiny_model_dir, d)
+    result = export_model(d, ExportConfig(formats=(Format.TFLITE,), precisions=(Precision.INT8,),
+                                          calibration_samples=30, max_accuracy_drop_pp=100.0,
+                                          auto_qat_above_pp=-100.0), progress=False)
+    (line,) = result.auto_qat_above.values()
+    assert line.startswith("model_int8.tflite lost ") and line.endswith(
+        "its QAT remake did not pass (model_qat_int8.tflite: forced failure): kept model_int8.tflite")
+    assert [a.file for a in result.artifacts] == ["model_int8.tflite"] and not result.failures
+    assert (d / "model_int8.tflite").is_file() and not (d / "model_qat_int8.tflite").exists()

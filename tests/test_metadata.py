@@ -38,7 +38,8 @@ def exported(tiny_model_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("meta") / "tiny"
     shutil.copytree(tiny_model_dir, d)
     r = subprocess.run([sys.executable, "-m", "edgeclf.cli", "export", str(d), "--formats", "tflite",
-                        "--quantize", "none,int8", "--val-samples", "30", "--calibration-samples", "32"],
+                        "--quantize", "none,int8", "--val-samples", "30", "--calibration-samples", "32",
+                        "--auto-qat-above", "100"],   # these tests read the post-training model_int8.tflite
                        cwd=ROOT, env=_quiet_env(), capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     return d, r

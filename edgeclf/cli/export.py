@@ -10,6 +10,7 @@ import click
 from edgeclf.cli._errors import user_errors
 from edgeclf.errors import AccuracyGateError, ConfigError, ExportError, one_line
 from edgeclf.export.config import (
+    AUTO_QAT_ABOVE_DEFAULT,
     CALIBRATION_SAMPLING,
     DEFAULT_FORMATS,
     DEFAULT_PRECISIONS,
@@ -102,6 +103,11 @@ def _int8_remedy(exc: AccuracyGateError, cfg) -> str:
 @click.option("--auto-qat/--no-auto-qat", "auto_qat", default=True, show_default=True,
               help="When a post-training int8 file fails --max-accuracy-drop (and --allow-drop is off), train "
                    "the model with QAT for --qat-epochs and make that file again as model_qat_int8.*.")
+@click.option("--auto-qat-above", "auto_qat_above", type=click.FloatRange(min=0.0), default=AUTO_QAT_ABOVE_DEFAULT,
+              show_default=True,
+              help="With --auto-qat, also train with QAT when a post-training int8 file passes the gate but loses "
+                   "more than this many top-1 points, and keep whichever file loses less (the other is deleted). "
+                   "Set it to --max-accuracy-drop for QAT on gate failures only.")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--qat-distill", type=click.FloatRange(0.0, 1.0), default=QAT_DISTILL_DEFAULT, show_default=True,
               help="Weight of knowledge distillation from the float model in the QAT loss (temperature 1, "
@@ -147,14 +153,14 @@ def _int8_remedy(exc: AccuracyGateError, cfg) -> str:
               help="Fine-tuning batch size (pruning, QAT); default: the training run's.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
-def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, auto_qat, qat_epochs, qat_distill, fine_tune_lr, calibration_samples,
+def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, auto_qat, auto_qat_above, qat_epochs, qat_distill, fine_tune_lr, calibration_samples,
                calibration_sampling, data, max_accuracy_drop, allow_drop, val_samples, tflite_int8, int8_io, onnx_int8, quant_report, fallback, fallback_max_layers,
                fallback_ranking, batch_size, seed):
     """Prune/quantize MODEL_DIR/model.keras, write .tflite/.onnx files, validate each, update manifest.json."""
     try:
         cfg = ExportConfig(formats=parse_formats(formats),
                            precisions=parse_precisions(quantize) if quantize else None,
-                           prune_sparsity=prune, prune_epochs=prune_epochs, qat=qat, qat_if_gate_fails=auto_qat, qat_epochs=qat_epochs, qat_distill=qat_distill,
+                           prune_sparsity=prune, prune_epochs=prune_epochs, qat=qat, qat_if_gate_fails=auto_qat, auto_qat_above_pp=auto_qat_above, qat_epochs=qat_epochs, qat_distill=qat_distill,
                            fine_tune_lr=fine_tune_lr, calibration_samples=calibration_samples,
                            calibration_sampling=calibration_sampling, data=data,
                            max_accuracy_drop_pp=max_accuracy_drop, allow_drop=allow_drop, val_samples=val_samples,
@@ -183,6 +189,8 @@ def export_cmd(model_dir, formats, quantize, prune, prune_epochs, qat, auto_qat,
     for why in result.auto_qat.values():
         click.echo(f"--auto-qat: {why.split(' (limit')[0]}; made again with quantization-aware training "
                    "(the _qat_ file below)")
+    for line in result.auto_qat_above.values():
+        click.echo(f"--auto-qat-above {auto_qat_above:g}: {line}")
     if result.fine_tune_lr:
         click.echo("fine-tuning peak learning rate: " + ", ".join(f"{k} {v:.3g}" for k, v in result.fine_tune_lr.items()))
     click.echo(format_table(result))

@@ -12,7 +12,9 @@ Steps (one log line each, with timing):
    the QuantizationDebugger: e.g. an op it does not support) fails that artifact the same way, as an
    :class:`ExportError` naming ``MODEL_DIR/<file>`` and the cause; the export goes on with the others.
 4. ``--auto-qat`` (:attr:`ExportConfig.qat_if_gate_fails`): if post-training int8 files failed the gate,
-   QAT once and make those files again from the QAT model (``model_qat_int8.*``).
+   or passed it but lost more than ``--auto-qat-above`` points (:attr:`ExportConfig.auto_qat_above_pp`),
+   QAT once and make those files again from the QAT model (``model_qat_int8.*``); of a passing pair
+   the file with the smaller drop stays.
 
 Raises :class:`ExportError` at the end if any artifact could not be made, else :class:`AccuracyGateError`
 if any failed the gate (the others are kept in both cases; ``.result`` holds the partial result).
@@ -70,6 +72,9 @@ class ExportResult:
             this or an earlier export, per the manifest), the reference of :meth:`gzip_ratio`.
         auto_qat: post-training int8 file -> its gate failure, for each file that ``--auto-qat``
             (:attr:`ExportConfig.qat_if_gate_fails`) replaced by a QAT file that passed.
+        auto_qat_above: post-training int8 file that passed the gate but lost more than
+            :attr:`ExportConfig.auto_qat_above_pp` points -> one line saying both drops and which file
+            was kept (the other was deleted).
     """
 
     model_dir: Path
@@ -84,6 +89,7 @@ class ExportResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     fp32_size_bytes: dict[str, int] = field(default_factory=dict)
     auto_qat: dict[str, str] = field(default_factory=dict)
+    auto_qat_above: dict[str, str] = field(default_factory=dict)
 
     def gzip_ratio(self, entry: ArtifactEntry) -> float | None:
         """gzip -9 size of ``entry``'s file / size of the fp32 file of its format (issue target for
@@ -348,6 +354,31 @@ class _JobRunner:
         return True
 
 
+def _above_target(manifest: Manifest, cfg: ExportConfig, fmt: Format, precision: Precision) -> bool:
+    """True when ``cfg.auto_qat_above_pp`` is set and the post-training (fmt, precision) file of this
+    export passed the gate but lost more than that many points."""
+    entry = manifest.artifact(cfg.file_name(fmt, precision))
+    return (cfg.auto_qat_above_pp is not None and entry is not None and entry.status is ArtifactStatus.OK
+            and entry.validation is not None and entry.validation.acc_drop_pp > cfg.auto_qat_above_pp)
+
+
+def _keep_better(model_dir: Path, manifest: Manifest, result: ExportResult, ptq: ArtifactEntry,
+                 qat: ArtifactEntry | None, why_not: str | None = None) -> str:
+    """Of a passing post-training int8 file and its QAT remake (None: the remake failed the gate or
+    could not be made, ``why_not`` says why), keep the one with the smaller accuracy drop (ties: the
+    post-training file); the other is dropped from the manifest (written first) and deleted.
+    -> one line saying what happened."""
+    said = f"{ptq.file} lost {ptq.validation.acc_drop_pp:+.2f} points"
+    if qat is None:
+        return f"{said}; its QAT remake did not pass ({why_not}): kept {ptq.file}"
+    keep, drop = (qat, ptq) if qat.validation.acc_drop_pp < ptq.validation.acc_drop_pp else (ptq, qat)
+    manifest.artifacts = [a for a in manifest.artifacts if a.file != drop.file]
+    result.artifacts = [a for a in result.artifacts if a.file != drop.file]
+    write_manifest(model_dir, manifest)
+    (model_dir / drop.file).unlink(missing_ok=True)
+    return f"{said}, {qat.file} {qat.validation.acc_drop_pp:+.2f}: kept {keep.file}"
+
+
 def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True) -> ExportResult:
     """Export ``model_dir``'s float model to every (format, precision) of ``cfg`` and validate each file.
 
@@ -443,20 +474,32 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
             run(qat_model if use_qat else model, fmt, precision, cfg, use_qat)
         retry = [(fmt, p) for fmt, p in jobs
                  if p is Precision.INT8 and cfg.file_name(fmt, p) in result.failures]
-        if retry and cfg.qat_if_gate_fails and not cfg.qat and not cfg.allow_drop:
-            names = ", ".join(cfg.file_name(fmt, p) for fmt, p in retry)
-            log.warning("[export] %s failed the accuracy gate: training with QAT and making it again (--auto-qat; "
-                        "--no-auto-qat to skip)", names)
+        above = [(fmt, p) for fmt, p in jobs if p is Precision.INT8 and _above_target(manifest, cfg, fmt, p)]
+        if (retry or above) and cfg.qat_if_gate_fails and not cfg.qat and not cfg.allow_drop:
+            if retry:
+                log.warning("[export] %s failed the accuracy gate: training with QAT and making it again "
+                            "(--auto-qat; --no-auto-qat to skip)", ", ".join(cfg.file_name(f, p) for f, p in retry))
+            if above:
+                log.warning("[export] %s lost more than %g points (--auto-qat-above): training with QAT and "
+                            "keeping the better file", ", ".join(cfg.file_name(f, p) for f, p in above),
+                            cfg.auto_qat_above_pp)
             qat_model, qcfg = qat(" (--auto-qat)"), cfg.auto_qat()
             for fmt, p in retry:
                 if run(qat_model, fmt, p, qcfg, True):
                     result.auto_qat[cfg.file_name(fmt, p)] = result.failures.pop(cfg.file_name(fmt, p))
+            for fmt, p in above:
+                ptq, made = manifest.artifact(cfg.file_name(fmt, p)), run(qat_model, fmt, p, qcfg, True)
+                qat_name = qcfg.file_name(fmt, p)
+                # a QAT remake that fails or cannot be made leaves the passing post-training file: not an error
+                why_not = result.failures.pop(qat_name, None) or result.export_errors.pop(qat_name, None)
+                result.auto_qat_above[ptq.file] = _keep_better(model_dir, manifest, result, ptq,
+                                                               manifest.artifact(qat_name) if made else None, why_not)
     write_manifest(model_dir, manifest)
     result.fp32_size_bytes = {a.format.value: a.size_bytes for a in manifest.artifacts
                               if a.precision is Precision.FP32}
     write_json(model_dir / EXPORT_CONFIG_NAME, {"config": cfg.to_dict(), "sparsity": result.sparsity,
                                                 "fine_tune_lr": result.fine_tune_lr, "timings_s": timings,
-                                                "auto_qat": result.auto_qat,
+                                                "auto_qat": result.auto_qat, "auto_qat_above": result.auto_qat_above,
                                                 "float_top1_acc": round(float_acc, 5), "n_images": len(y_val)})
     if result.export_errors:
         raise ExportError("; ".join([*result.export_errors.values(), *result.failures.values()]), result)
