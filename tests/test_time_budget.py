@@ -57,18 +57,44 @@ def test_budget_shortens_the_phase_and_its_schedule():
     train_split = ArraySplit(rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), rng.integers(0, 2, 64))
     plan = FitPlan(optimizer=Optimizer.SGD, lr=0.1, batch_size=16, warmup_fraction=0.25)
     clock, replans = _Clock(3.0), []
-    # 10 s for 5 planned epochs of 3 s: after epoch 1, 7 s are left = 2 more epochs -> 3 in all
+    # 10 s for 5 planned epochs of 3 s: after epoch 1 a second epoch fits, so the plan waits for its time;
+    # after epoch 2, 4 s are left = 1 more epoch -> 3 in all
     budget = TimeBudget(10.0, on_replan=replans.append, clock=clock)
     model = _tiny_model()
     hist = fit(model, train_split, 2, plan, 5, [clock.callback()], budget=budget)
     spe = 4  # 64 images / batch 16
     assert len(hist.history["loss"]) == 3 and replans == [3]
     assert int(model.optimizer.iterations) == 3 * spe
-    # from epoch 2 on, the steps follow a 3-epoch schedule (decaying to 0 at step 12), not the 5-epoch one
+    # epochs 1-2 follow the planned 5-epoch schedule, epoch 3 the 3-epoch one (decaying to 0 at step 12)
     three, five = WarmupCosine(0.1, 3 * spe, 3), WarmupCosine(0.1, 5 * spe, 5)
-    np.testing.assert_allclose(clock.lrs[spe:], [float(three(s)) for s in range(spe, 3 * spe)], rtol=1e-5)
+    np.testing.assert_allclose(clock.lrs[:2 * spe], [float(five(s)) for s in range(2 * spe)], rtol=1e-5)
+    np.testing.assert_allclose(clock.lrs[2 * spe:], [float(three(s)) for s in range(2 * spe, 3 * spe)], rtol=1e-5)
     assert clock.lrs[-1] < 0.03 < float(five(3 * spe - 1))
     assert float(budget.schedule(model.optimizer.iterations)) == pytest.approx(0.0, abs=1e-7)  # annealed at the end
+
+
+def test_a_slow_first_epoch_alone_does_not_shorten_the_plan():
+    """Tracing or a neighbour makes epoch 1 slow: planning from it would give 3 of 5 epochs, from the
+    second epoch's time 4 fit; and when no second epoch fits at the first one's pace, it stops at once."""
+    clock, replans = _Clock(0.0), []
+    budget = TimeBudget(40.0, on_replan=replans.append, clock=clock)
+    budget.bind(WarmupCosine(0.1, 50, 5), 10, 5, 0.1)
+    budget.model = _tiny_model()
+    budget.on_train_begin()
+    for seconds in (13.0, 8.0):   # 13 s: 27 s left = 2 more at 13 s (3 in all) -> wait; then 8 s: 19 s = 2 more
+        budget.on_epoch_begin(0)
+        clock.now += seconds
+        budget.on_epoch_end(len(budget.epoch_seconds))
+    assert replans == [4] and budget.epochs == 4 and not budget.model.stop_training
+    replans = []
+    tight = TimeBudget(20.0, on_replan=replans.append, clock=clock)
+    tight.bind(WarmupCosine(0.1, 50, 5), 10, 5, 0.1)
+    tight.model = _tiny_model()
+    tight.on_train_begin()
+    tight.on_epoch_begin(0)
+    clock.now += 13.0   # 7 s left: no second epoch of 13 s fits
+    tight.on_epoch_end(0)
+    assert replans == [1] and tight.model.stop_training
 
 
 def test_budget_counts_time_already_spent_and_never_adds_epochs():

@@ -7,7 +7,11 @@ last phase after each of its epochs: from the mean epoch time measured so far (t
 which includes graph tracing, only until a second one is measured) it works out how many epochs
 still fit, and if that is fewer than planned it shortens the warm-up + cosine schedule
 (:meth:`edgeclf.train.schedules.WarmupCosine.replan`) so the decay still reaches 0 at the new last
-epoch. It only ever shortens. Ultralytics' ``time=`` argument is the anchor (it overrides the
+epoch. The first epoch alone shortens the plan only when not even a second epoch fits at its pace:
+otherwise the plan waits for the second epoch's time. Measured why (session 20, 2-vCPU Zen 5):
+``mobilenet_v2``'s first fine-tune epoch took 624 s (graph tracing, and a test run beside it), the
+second 549 s; planning from the first cut 14 planned epochs to 10 for good, where the second allowed
+11. It only ever shortens. Ultralytics' ``time=`` argument is the anchor (it overrides the
 epochs from the first epoch's time and rebuilds its scheduler); unlike it, edgeclf never adds
 epochs beyond the recipe's.
 """
@@ -81,6 +85,8 @@ class TimeBudget(keras.callbacks.Callback):
         self.epoch_seconds.append(self.clock() - self._epoch_start)
         done = epoch + 1
         fit_in = self.epochs_that_fit(done)
+        if done == 1 and fit_in > done:
+            return  # the first epoch (tracing, one-off slowdowns) re-plans only if no second epoch fits
         if fit_in < self.epochs:
             log.info("time budget %g h: epochs take %.0f s here, so this phase runs %d of its %d epochs "
                      "(learning-rate schedule shortened to end at epoch %d)", self.budget / 3600,
