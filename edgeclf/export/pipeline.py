@@ -354,12 +354,14 @@ class _JobRunner:
         return True
 
 
-def _above_target(manifest: Manifest, cfg: ExportConfig, fmt: Format, precision: Precision) -> bool:
-    """True when ``cfg.auto_qat_above_pp`` is set and the post-training (fmt, precision) file of this
-    export passed the gate but lost more than that many points."""
-    entry = manifest.artifact(cfg.file_name(fmt, precision))
-    return (cfg.auto_qat_above_pp is not None and entry is not None and entry.status is ArtifactStatus.OK
+def _above_target(result: ExportResult, cfg: ExportConfig, name: str) -> ArtifactEntry | None:
+    """The entry *this* export wrote for the post-training file ``name`` (never one an earlier export
+    left in the manifest) when ``cfg.auto_qat_above_pp`` is set and it passed the gate but lost more
+    than that many points; else None."""
+    entry = next((a for a in result.artifacts if a.file == name), None)
+    over = (cfg.auto_qat_above_pp is not None and entry is not None and entry.status is ArtifactStatus.OK
             and entry.validation is not None and entry.validation.acc_drop_pp > cfg.auto_qat_above_pp)
+    return entry if over else None
 
 
 def _keep_better(model_dir: Path, manifest: Manifest, result: ExportResult, ptq: ArtifactEntry,
@@ -474,22 +476,22 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
             run(qat_model if use_qat else model, fmt, precision, cfg, use_qat)
         retry = [(fmt, p) for fmt, p in jobs
                  if p is Precision.INT8 and cfg.file_name(fmt, p) in result.failures]
-        above = [(fmt, p) for fmt, p in jobs if p is Precision.INT8 and _above_target(manifest, cfg, fmt, p)]
+        above = [(fmt, p, ptq) for fmt, p in jobs if p is Precision.INT8
+                 for ptq in [_above_target(result, cfg, cfg.file_name(fmt, p))] if ptq is not None]
         if (retry or above) and cfg.qat_if_gate_fails and not cfg.qat and not cfg.allow_drop:
             if retry:
                 log.warning("[export] %s failed the accuracy gate: training with QAT and making it again "
                             "(--auto-qat; --no-auto-qat to skip)", ", ".join(cfg.file_name(f, p) for f, p in retry))
             if above:
                 log.warning("[export] %s lost more than %g points (--auto-qat-above): training with QAT and "
-                            "keeping the better file", ", ".join(cfg.file_name(f, p) for f, p in above),
+                            "keeping the better file", ", ".join(ptq.file for _, _, ptq in above),
                             cfg.auto_qat_above_pp)
             qat_model, qcfg = qat(" (--auto-qat)"), cfg.auto_qat()
             for fmt, p in retry:
                 if run(qat_model, fmt, p, qcfg, True):
                     result.auto_qat[cfg.file_name(fmt, p)] = result.failures.pop(cfg.file_name(fmt, p))
-            for fmt, p in above:
-                ptq, made = manifest.artifact(cfg.file_name(fmt, p)), run(qat_model, fmt, p, qcfg, True)
-                qat_name = qcfg.file_name(fmt, p)
+            for fmt, p, ptq in above:
+                made, qat_name = run(qat_model, fmt, p, qcfg, True), qcfg.file_name(fmt, p)
                 # a QAT remake that fails or cannot be made leaves the passing post-training file: not an error
                 why_not = result.failures.pop(qat_name, None) or result.export_errors.pop(qat_name, None)
                 result.auto_qat_above[ptq.file] = _keep_better(model_dir, manifest, result, ptq,
