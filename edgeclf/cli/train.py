@@ -18,7 +18,7 @@ _DISTILL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DistillConfig
 
 _AUGMENT_OPTIONS = ("translate", "rotate", "zoom", "cutout")
 _TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "train_bn", "batch_size", "optimizer", "lr", "fine_tune_lr",
-                 "weight_decay", "label_smoothing", "mixed_precision")
+                 "weight_decay", "label_smoothing", "mixup_alpha", "mixed_precision")
 _MODEL_FIELDS = ("width", "logit_scale", "alpha", "img_size", "weights", "dropout")
 _DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets",
                     "teacher_tta": "tta"}
@@ -130,6 +130,10 @@ def _time_budget(hours: float | None) -> dict:
 @click.option("--fine-tune-lr", type=float, default=None, help="mobilenet_v2 phase-2 peak learning rate.")
 @click.option("--weight-decay", type=float, default=None, help="Decoupled weight decay. Default per model.")
 @click.option("--label-smoothing", type=float, default=None, help="Cross-entropy label smoothing. Default per model.")
+@click.option("--mixup", "mixup_alpha", type=click.FloatRange(min=0), default=None, metavar="ALPHA",
+              help="Mixup (Zhang et al. 2018): blend each training batch with its reverse, images and labels, "
+                   "lam ~ Beta(ALPHA, ALPHA) per batch; BiT fine-tunes with 0.1. 0 = off. Not with --teacher. "
+                   "Default per model (0).")
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
               help="Early stopping on validation top-1 after N epochs without improvement (0 = off); "
                    "the best weights are always restored.")

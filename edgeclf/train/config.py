@@ -121,6 +121,8 @@ class TrainConfig:
         fine_tune_lr: peak learning rate of phase 2 (two-phase models).
         weight_decay: decoupled weight decay (Loshchilov & Hutter 2019); not applied to BN/biases.
         label_smoothing: label smoothing of the cross-entropy (Szegedy et al. 2016).
+        mixup_alpha: mixup of the training batches (Zhang et al. 2018), lam ~ Beta(alpha, alpha) per
+            batch (:mod:`edgeclf.train.mixup`); 0 = off. Not with ``distill``.
         patience: early stopping on validation top-1 accuracy (best weights restored); 0 disables.
         class_weight: ``balanced`` weights the loss by inverse class frequency.
         mixed_precision: train in ``mixed_bfloat16``; the saved model is always float32. ``"auto"``
@@ -153,6 +155,7 @@ class TrainConfig:
     warmup_fraction: float = 0.15
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
     patience: int = 0
     class_weight: ClassWeight = ClassWeight.NONE
     mixed_precision: bool | str = False
@@ -174,6 +177,11 @@ class TrainConfig:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.mixup_alpha < 0:
+            raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        if self.mixup_alpha and self.distill is not None:
+            raise ConfigError("mixup does not combine with distillation (the teacher's targets are not mixed); "
+                              "drop --mixup or --teacher")
         if self.head_epochs < 0 or self.patience < 0:
             raise ConfigError("head_epochs and patience must be >= 0")
         if self.time_budget_hours is not None and not self.time_budget_hours > 0:

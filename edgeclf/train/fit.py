@@ -19,6 +19,7 @@ from edgeclf.data.pipeline import source_batches
 from edgeclf.train.budget import TimeBudget
 from edgeclf.train.config import Optimizer
 from edgeclf.train.distill import Teacher, distill_datasets, distillation_loss, label_accuracy
+from edgeclf.train.mixup import mixup
 from edgeclf.train.schedules import WarmupCosine, warmup_steps_of
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class FitPlan:
         seed: shuffle/augmentation seed.
         teacher: knowledge distillation from this teacher (None = cross-entropy on the labels only);
             see :mod:`edgeclf.train.distill`.
+        mixup_alpha: mix each training batch with its reverse, lam ~ Beta(alpha, alpha)
+            (:mod:`edgeclf.train.mixup`); 0 = off. Not with ``teacher``.
     """
 
     optimizer: Optimizer
@@ -55,6 +58,13 @@ class FitPlan:
     augment: AugmentConfig | None = None
     seed: int = 0
     teacher: Teacher | None = None
+    mixup_alpha: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        if self.mixup_alpha and self.teacher is not None:
+            raise ValueError("mixup with a teacher is not supported (the teacher's targets are not mixed)")
 
     def steps(self, n_images: int, epochs: int) -> int:
         """Optimizer steps of ``epochs`` epochs over ``n_images`` images."""
@@ -137,7 +147,8 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
 
     Returns:
         keras.callbacks.History. The loss is the label-smoothed cross-entropy, or with
-        ``plan.teacher`` the distillation loss; the ``accuracy`` metric is top-1 against the labels.
+        ``plan.teacher`` the distillation loss; the ``accuracy`` metric is top-1 against the labels
+        (with mixup: against the larger share of each mixed target).
 
     Raises:
         edgeclf.errors.DataError: a streamed source had too many undecodable files.
@@ -155,6 +166,8 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
             return a, tf.one_hot(b, num_classes)
 
         train_ds = source_batches(train, plan.batch_size, True, plan.augment, plan.seed).map(one_hot)
+        if plan.mixup_alpha:
+            train_ds = mixup(train_ds, plan.mixup_alpha, plan.seed)
         val_ds = source_batches(validation, 256, False).map(one_hot) if has_val else None
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=plan.label_smoothing)
     else:
