@@ -92,7 +92,8 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     # 5 epochs 88.26 %; 128 px with BatchNorm frozen 91.63 %; --train-bn at 128 px 92.50 % (4,134 s), at
     # 160 px 92.80 % after 10 epochs (4,664 s, Zen 5; benchmarks/results/cifar10-mobilenet_v2-trainbn-160),
     # 92.95 % after 12 of 14 (6,680 s, --time-budget 1.9; ...-trainbn-160-14ep); fine-tune lr 4e-4 gave
-    # 92.54 % after 10 (-0.26 vs 2e-4; mobilenet_v2-lr-ab). --train-bn models lose 0.8-2 points in
+    # 92.54 % after 10 (-0.26 vs 2e-4; mobilenet_v2-lr-ab); --mixup 0.1 92.74 % after 12 (-0.21, p 0.36;
+    # mobilenet_v2-mixup-ab). --train-bn models lose 0.8-2 points in
     # post-training int8, so a plain `edgeclf export` makes them again with one QAT epoch (--auto-qat,
     # --auto-qat-above 0.3): +0.28 / +0.21 points (10 epochs), +0.33 / +0.24 (12 epochs).
     _transfer("mobilenet_v2", "MobileNetV2 ImageNet transfer learning (two phases)",
