@@ -52,8 +52,10 @@ MIN_AGREEMENT = 0.55
 #: 0.58 / 0.60 (TFLite / ONNX) with correct input and 0.42-0.61 with broken input (docs/models.md),
 #: and 0.544 in a CI run on 2026-12-02 (AMD EPYC Zen 5) with nothing changed on its path, so the check
 #: could only flake, never tell a broken file apart; its probability correlation (0.66 / 0.69 correct,
-#: <= 0.25 broken) is what checks it.
-AGREEMENT_UNINFORMATIVE = frozenset({"mobilenet"})
+#: <= 0.25 broken) is what checks it. `mobilenet_v3_large`: BGR input still agreed 0.56 / 0.68 (a broken
+#: file passes), and its correct int8 TFLite agreed 0.500 in a fresh-clone CI run on 2026-12-03 (AMD EPYC
+#: Zen 5, nothing changed on its path; the same test passed when re-run), so its check flaked as well.
+AGREEMENT_UNINFORMATIVE = frozenset({"mobilenet", "mobilenet_v3_large"})
 #: Mean per-class Pearson correlation, across the 90 test images, between the float and the int8
 #: probabilities (:func:`_probability_correlation`). One run each, 2026-12-01, AMD EPYC Zen 4
 #: (avx512_vnni): correct input 0.66-0.95 for the five MobileNets (TFLite and ONNX), 0.996 for vgg16;
