@@ -18,7 +18,8 @@ _DISTILL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DistillConfig
 
 _AUGMENT_OPTIONS = ("translate", "rotate", "zoom", "cutout")
 _TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "train_bn", "batch_size", "optimizer", "lr", "fine_tune_lr",
-                 "weight_decay", "label_smoothing", "mixup_alpha", "mixed_precision")
+                 "weight_decay", "label_smoothing", "mixup_alpha", "ema_decay",
+                 "mixed_precision")
 _MODEL_FIELDS = ("width", "logit_scale", "alpha", "img_size", "weights", "dropout")
 _DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets",
                     "teacher_tta": "tta"}
@@ -134,6 +135,11 @@ def _time_budget(hours: float | None) -> dict:
               help="Mixup (Zhang et al. 2018): blend each training batch with its reverse, images and labels, "
                    "lam ~ Beta(ALPHA, ALPHA) per batch; BiT fine-tunes with 0.1. 0 = off. Not with --teacher. "
                    "Default per model (0).")
+@click.option("--ema-decay", "ema_decay", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              metavar="DECAY",
+              help="Keep an exponential moving average of the weights in the last phase (decay per step, "
+                   "e.g. 0.9995 = an average over ~2,000 steps), validate with it and save it as the model. "
+                   "0 = off. Default per model.")
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
               help="Early stopping on validation top-1 after N epochs without improvement (0 = off); "
                    "the best weights are always restored.")

@@ -41,6 +41,7 @@ from edgeclf._io import ensure_dir, reported_as, write_json
 from edgeclf._keras import keras
 from edgeclf.errors import ConfigError
 from edgeclf.train.config import TrainConfig, load_config
+from edgeclf.train.ema import ema_weights
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,8 @@ class EpochState(keras.callbacks.Callback):
         state["history"].append(row)
         acc = float(logs.get("val_accuracy", logs.get("accuracy", -1.0)))
         if state["best_acc"] is None or acc > state["best_acc"]:
-            self.ckpt.save_weights(self.model, self.ckpt.best_path)
+            with ema_weights(self.model):  # with --ema-decay the averaged weights are the best-epoch model
+                self.ckpt.save_weights(self.model, self.ckpt.best_path)
             state["best_acc"], state["best_epoch"] = acc, row["epoch"]
         if self.patience and early_stop(self._phase_rows(), self.patience):
             self.stopped = True

@@ -123,6 +123,8 @@ class TrainConfig:
         label_smoothing: label smoothing of the cross-entropy (Szegedy et al. 2016).
         mixup_alpha: mixup of the training batches (Zhang et al. 2018), lam ~ Beta(alpha, alpha) per
             batch (:mod:`edgeclf.train.mixup`); 0 = off. Not with ``distill``.
+        ema_decay: exponential moving average of the weights in the last phase, decay per optimizer
+            step in [0, 1) (:mod:`edgeclf.train.ema`): validated with, and saved as, the model; 0 = off.
         patience: early stopping on validation top-1 accuracy (best weights restored); 0 disables.
         class_weight: ``balanced`` weights the loss by inverse class frequency.
         mixed_precision: train in ``mixed_bfloat16``; the saved model is always float32. ``"auto"``
@@ -156,6 +158,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
+    ema_decay: float = 0.0
     patience: int = 0
     class_weight: ClassWeight = ClassWeight.NONE
     mixed_precision: bool | str = False
@@ -179,6 +182,8 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.mixup_alpha < 0:
             raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.mixup_alpha and self.distill is not None:
             raise ConfigError("mixup does not combine with distillation (the teacher's targets are not mixed); "
                               "drop --mixup or --teacher")

@@ -19,6 +19,7 @@ from edgeclf.data.pipeline import source_batches
 from edgeclf.train.budget import TimeBudget
 from edgeclf.train.config import Optimizer
 from edgeclf.train.distill import Teacher, distill_datasets, distillation_loss, label_accuracy
+from edgeclf.train.ema import EMAValidation
 from edgeclf.train.mixup import mixup
 from edgeclf.train.schedules import WarmupCosine, warmup_steps_of
 
@@ -47,6 +48,8 @@ class FitPlan:
             see :mod:`edgeclf.train.distill`.
         mixup_alpha: mix each training batch with its reverse, lam ~ Beta(alpha, alpha)
             (:mod:`edgeclf.train.mixup`); 0 = off. Not with ``teacher``.
+        ema_decay: keep an exponential moving average of the trainable weights with this decay per
+            step, validate with it and end with it (:mod:`edgeclf.train.ema`); 0 = off, else in (0, 1).
     """
 
     optimizer: Optimizer
@@ -59,8 +62,11 @@ class FitPlan:
     seed: int = 0
     teacher: Teacher | None = None
     mixup_alpha: float = 0.0
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.mixup_alpha < 0:
             raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
         if self.mixup_alpha and self.teacher is not None:
@@ -71,13 +77,16 @@ class FitPlan:
         return epochs * int(np.ceil(n_images / self.batch_size))
 
 
-def make_optimizer(kind: Optimizer, schedule, weight_decay: float):
-    """A Keras optimizer: Nesterov SGD (momentum 0.9) or Adam/AdamW, BN/bias excluded from decay."""
+def make_optimizer(kind: Optimizer, schedule, weight_decay: float, ema_decay: float = 0.0):
+    """A Keras optimizer: Nesterov SGD (momentum 0.9) or Adam/AdamW, BN/bias excluded from decay;
+    with ``ema_decay`` > 0 it also keeps an EMA of the weights (tf_keras ``use_ema``)."""
     wd = weight_decay or None
+    ema = {"use_ema": True, "ema_momentum": ema_decay} if ema_decay else {}
     if Optimizer(kind) is Optimizer.SGD:
-        opt = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=wd)
+        opt = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=wd, **ema)
     else:
-        opt = keras.optimizers.AdamW(schedule, weight_decay=wd) if wd else keras.optimizers.Adam(schedule)
+        opt = (keras.optimizers.AdamW(schedule, weight_decay=wd, **ema) if wd
+               else keras.optimizers.Adam(schedule, **ema))
     if wd:
         opt.exclude_from_weight_decay(var_names=list(NO_DECAY))
     return opt
@@ -148,7 +157,8 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
     Returns:
         keras.callbacks.History. The loss is the label-smoothed cross-entropy, or with
         ``plan.teacher`` the distillation loss; the ``accuracy`` metric is top-1 against the labels
-        (with mixup: against the larger share of each mixed target).
+        (with mixup: against the larger share of each mixed target). With ``plan.ema_decay`` the
+        validation runs on the EMA weights and the model ends holding them.
 
     Raises:
         edgeclf.errors.DataError: a streamed source had too many undecodable files.
@@ -179,9 +189,10 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
     with model.distribute_strategy.scope():  # metrics and optimizer belong to the model's strategy
         metric = (keras.metrics.CategoricalAccuracy(name="accuracy") if plan.teacher is None
                   else label_accuracy(num_classes))
-        model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay), loss=loss, metrics=[metric])
+        model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay, plan.ema_decay),
+                      loss=loss, metrics=[metric])
     checks = SourceCheck([train, validation] if has_val else [train])
     return model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                     callbacks=[checks, ExactStepCount(), *([budget] if budget else []), *callbacks],
+                     callbacks=[checks, ExactStepCount(), EMAValidation(), *([budget] if budget else []), *callbacks],
                      class_weight=class_weight,
                      verbose=1 if log.isEnabledFor(logging.INFO) else 2)

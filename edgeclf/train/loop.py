@@ -263,7 +263,10 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
         backup = keras.callbacks.BackupAndRestore(str(backup_root / ckpt.backup_dir(i).name), delete_checkpoint=False)
         plan = FitPlan(optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                        label_smoothing=cfg.label_smoothing, warmup_fraction=cfg.warmup_fraction,
-                       augment=cfg.augment, seed=cfg.seed, teacher=teacher, mixup_alpha=cfg.mixup_alpha)
+                       augment=cfg.augment, seed=cfg.seed, teacher=teacher, mixup_alpha=cfg.mixup_alpha,
+                       # EMA in the last phase only: averaged over a 1-epoch head phase, the head would
+                       # stay mostly at its random start (0.9995 ** 782 = 0.68)
+                       ema_decay=cfg.ema_decay if i == len(phases) - 1 else 0.0)
         budget = None
         if cfg.time_budget_hours and i == len(phases) - 1:
             budget = TimeBudget(cfg.time_budget_hours * 3600, float(ckpt.state["train_seconds"]),
