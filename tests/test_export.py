@@ -263,13 +263,26 @@ def test_qat_int8_export(tiny_model_dir, tmp_path):
 
     d = tmp_path / "tiny"
     shutil.copytree(tiny_model_dir, d)
-    cfg = ExportConfig(formats=(Format.TFLITE,), precisions=(Precision.INT8,), qat=True, qat_epochs=1,
+    cfg = ExportConfig(formats=(Format.TFLITE,), precisions=(Precision.INT8,), qat=True,
                        calibration_samples=30, allow_drop=True)
     result = export_model(d, cfg, progress=False)
+    # --qat-epochs not given: a cnn gets 1 (qat_epochs_for), recorded as resolved
+    assert json.loads((d / "export_config.json").read_text())["config"]["qat_epochs"] == 1
     (entry,) = result.artifacts
     assert entry.file == "model_qat_int8.tflite" and entry.quantization_aware and entry.quantizer == "qat+converter"
     assert entry.validation.top1_agreement >= 0.8
     assert int8_weight_report(d / "model_qat_int8.tflite").int8_kernel_params > 20000
+
+
+@pytest.mark.parametrize(("model", "train_bn", "epochs"),
+                         [("mobilenet_v2", True, 2), ("mobilenet_v2", False, 1), ("cnn", False, 1)])
+def test_qat_epochs_default_to_two_after_train_bn_fine_tuning(model, train_bn, epochs):
+    from edgeclf.export.prune import qat_epochs_for
+    from edgeclf.models import ModelConfig
+    from edgeclf.train.config import TrainConfig
+
+    cfg = TrainConfig(model=ModelConfig(name=model), train_bn=train_bn)
+    assert qat_epochs_for(cfg) == epochs
 
 
 def test_auto_qat_above_keeps_the_int8_file_that_loses_less(tiny_model_dir, tmp_path):

@@ -85,7 +85,7 @@ def _int8_remedy(exc: AccuracyGateError, cfg) -> str:
         return ("; to win the int8 accuracy back, export again with more --qat-epochs or --fallback "
                 "(keeps the most sensitive layers in float)")
     return ("; to win the int8 accuracy back, export again with --qat (quantization-aware training, "
-            "--qat-epochs 1) or --fallback (keeps the most sensitive layers in float)")
+            "--qat-epochs) or --fallback (keeps the most sensitive layers in float)")
 
 
 @click.command("export")
@@ -108,7 +108,9 @@ def _int8_remedy(exc: AccuracyGateError, cfg) -> str:
               help="With --auto-qat, also train with QAT when a post-training int8 file passes the gate but loses "
                    "more than this many top-1 points, and keep whichever file loses less (the other is deleted). "
                    "Set it to --max-accuracy-drop for QAT on gate failures only.")
-@click.option("--qat-epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--qat-epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs of quantization-aware training (--qat, --auto-qat). Default per model: 2 for models "
+                   "trained with --train-bn (mobilenet_v2's recipe), whose post-training int8 loses most, else 1.")
 @click.option("--qat-distill", type=click.FloatRange(0.0, 1.0), default=QAT_DISTILL_DEFAULT, show_default=True,
               help="Weight of knowledge distillation from the float model in the QAT loss (temperature 1, "
                    "the float model's outputs on each augmented batch); 0 = cross-entropy on the labels only.")

@@ -140,7 +140,8 @@ class ExportConfig:
         prune_sparsity: target fraction of zero weights in Conv/Dense kernels, 0 = no pruning, < 1.
         prune_epochs: fine-tuning epochs while pruning (PolynomialDecay 0 -> target).
         qat: quantization-aware training before int8 conversion (needs INT8 among ``precisions``).
-        qat_epochs: fine-tuning epochs of the QAT model.
+        qat_epochs: fine-tuning epochs of the QAT model; None = per model
+            (:func:`edgeclf.export.prune.qat_epochs_for`: 2 after ``--train-bn`` fine-tuning, else 1).
         qat_if_gate_fails: ``--auto-qat`` (on by default): when a post-training int8 artifact
             fails the accuracy gate (and ``allow_drop`` is off), run quantization-aware training once
             and make the failing int8 files again from the QAT model (``model_qat_int8.*``), so a
@@ -190,7 +191,7 @@ class ExportConfig:
     prune_sparsity: float = 0.0
     prune_epochs: int = 2
     qat: bool = False
-    qat_epochs: int = 1
+    qat_epochs: int | None = None
     qat_if_gate_fails: bool = True
     auto_qat_above_pp: float | None = None
     qat_distill: float = QAT_DISTILL_DEFAULT
@@ -252,7 +253,7 @@ class ExportConfig:
         if self.fallback_ranking != "snr" and not self.fallback:
             raise ConfigError(f"--fallback-ranking {self.fallback_ranking} orders the --fallback layers but "
                               "--fallback is off (add --fallback)")
-        if self.qat and self.qat_epochs < 1:
+        if self.qat_epochs is not None and self.qat_epochs < 1:
             raise ConfigError("--qat needs --qat-epochs >= 1")
         if not 0.0 <= self.qat_distill <= 1.0:
             raise ConfigError(f"--qat-distill must be in [0, 1], got {self.qat_distill}")

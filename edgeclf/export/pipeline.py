@@ -409,7 +409,7 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
     from edgeclf._keras import set_seed
     from edgeclf.data import open_dataset
     from edgeclf.data.dataset import representative_images
-    from edgeclf.export.prune import FineTune, qat_lr, rewound_lr
+    from edgeclf.export.prune import FineTune, qat_epochs_for, qat_lr, rewound_lr
     from edgeclf.export.quantize import saved_model_cache
     from edgeclf.metrics import top1_accuracy
     from edgeclf.models.io import load_keras_model
@@ -423,6 +423,8 @@ def export_model(model_dir: str | Path, cfg: ExportConfig, progress: bool = True
     timings: dict[str, float] = {}
     with _step("load model and data", timings):
         train_cfg = load_config(model_dir)
+        if cfg.qat_epochs is None:  # per model: 2 after --train-bn fine-tuning, else 1
+            cfg = replace(cfg, qat_epochs=qat_epochs_for(train_cfg))
         model = load_keras_model(model_dir)
         dcfg = saved_data_config(model_dir, train_cfg, cfg.data)
         ds = open_dataset(dcfg, channels=int(model.input_shape[-1]), progress=progress)  # in memory or streamed
