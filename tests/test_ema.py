@@ -112,3 +112,40 @@ def test_a_decay_outside_0_1_is_refused(tiny_data_dir, tmp_path):
     assert r.exit_code == 2, r.output
     assert "--ema-decay" in r.output
     assert not (tmp_path / "o").exists()
+
+
+class _OptimizerState(keras.callbacks.Callback):
+    """The optimizer's variables (the weight averages among them) when ``fit`` begins, after
+    BackupAndRestore restored them, and after every epoch; KeyboardInterrupt after ``stop_after``."""
+
+    def __init__(self, stop_after: int | None = None):
+        super().__init__()
+        self.stop_after, self.begins, self.ends = stop_after, [], []
+
+    def _snap(self) -> dict[str, np.ndarray]:
+        return {v.name: v.numpy().copy() for v in self.model.optimizer.variables}
+
+    def on_train_begin(self, logs=None):
+        self.begins.append(self._snap())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends.append(self._snap())
+        if self.stop_after is not None and len(self.ends) >= self.stop_after:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_the_average(tiny_data_dir, tmp_path):
+    from edgeclf.train import resume
+
+    cfg = TrainConfig(model=ModelConfig(name="cnn", width=4, dropout=0.0),
+                      data=DataConfig(source=str(tiny_data_dir), val_split=0.1, limit=150, seed=0), epochs=3,
+                      batch_size=32, optimizer=Optimizer.SGD, lr=0.05, weight_decay=0.0, ema_decay=0.9, name="run",
+                      out=str(tmp_path), seed=0)
+    stop = _OptimizerState(stop_after=1)
+    assert train(cfg, progress=False, extra_callbacks=[stop]).interrupted
+    rec = _OptimizerState()
+    resume(tmp_path / "run", progress=False, extra_callbacks=[rec])
+    averages = [k for k in stop.ends[0] if k.startswith("average/") or "/average/" in k]
+    assert averages and rec.begins[0].keys() == stop.ends[0].keys()
+    for k in averages:  # restored as they were after epoch 1, not restarted from the weights
+        np.testing.assert_array_equal(rec.begins[0][k], stop.ends[0][k], err_msg=k)
