@@ -93,9 +93,10 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     # 160 px 92.80 % after 10 epochs (4,664 s, Zen 5; benchmarks/results/cifar10-mobilenet_v2-trainbn-160),
     # 92.95 % after 12 of 14 (6,680 s, --time-budget 1.9; ...-trainbn-160-14ep); fine-tune lr 4e-4 gave
     # 92.54 % after 10 (-0.26 vs 2e-4; mobilenet_v2-lr-ab); --mixup 0.1 92.74 % after 12 (-0.21, p 0.36;
-    # mobilenet_v2-mixup-ab). --train-bn models lose 0.8-2 points in
-    # post-training int8, so a plain `edgeclf export` makes them again with one QAT epoch (--auto-qat,
-    # --auto-qat-above 0.3): +0.28 / +0.21 points (10 epochs), +0.33 / +0.24 (12 epochs).
+    # mobilenet_v2-mixup-ab); --ema-decay 0.9995 92.53 % after 8 (a Zen 4, where 2 h fit 8 epochs;
+    # mobilenet_v2-ema-zen4). --train-bn models lose 0.8-2 points in post-training int8, so a plain
+    # `edgeclf export` makes them again with QAT (--auto-qat, --auto-qat-above 0.3), two epochs for
+    # --train-bn models (qat_epochs_for): +0.10 / +0.08 points (12 epochs; one epoch: +0.33 / +0.24).
     _transfer("mobilenet_v2", "MobileNetV2 ImageNet transfer learning (two phases)",
               Preprocessing.MINUS_ONE_TO_ONE, -1, alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
               img_size=160, epochs=14, fine_tune_lr=2e-4, train_bn=True, time_budget_hours=2.0),
