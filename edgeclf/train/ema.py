@@ -61,14 +61,10 @@ class EMAValidation(keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self._swapped = False
+        self._stack = contextlib.ExitStack()
 
     def on_test_begin(self, logs=None):
-        if has_ema(self.model):
-            _swap(self.model)
-            self._swapped = True
+        self._stack.enter_context(ema_weights(self.model))
 
     def on_test_end(self, logs=None):
-        if self._swapped:
-            _swap(self.model)
-            self._swapped = False
+        self._stack.close()

@@ -259,6 +259,7 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
             load_weights(model, ckpt.best_path)
             ckpt.finish_phase(model, i)
             continue
+        last = i == len(phases) - 1
         state = EpochState(ckpt, phase, cfg.patience)
         backup = keras.callbacks.BackupAndRestore(str(backup_root / ckpt.backup_dir(i).name), delete_checkpoint=False)
         plan = FitPlan(optimizer=cfg.optimizer, lr=lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
@@ -266,9 +267,9 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
                        augment=cfg.augment, seed=cfg.seed, teacher=teacher, mixup_alpha=cfg.mixup_alpha,
                        # EMA in the last phase only: averaged over a 1-epoch head phase, the head would
                        # stay mostly at its random start (0.9995 ** 782 = 0.68)
-                       ema_decay=cfg.ema_decay if i == len(phases) - 1 else 0.0)
+                       ema_decay=cfg.ema_decay if last else 0.0)
         budget = None
-        if cfg.time_budget_hours and i == len(phases) - 1:
+        if cfg.time_budget_hours and last:
             budget = TimeBudget(cfg.time_budget_hours * 3600, float(ckpt.state["train_seconds"]),
                                 on_replan=lambda n, phase=phase: planned.__setitem__(phase, n))
         fit(model, ds.train, ds.num_classes, plan, epochs, [state, backup, *extra_callbacks],
