@@ -8,7 +8,9 @@ pools, batch size, frozen layers).
 
 Builds the model as ``edgeclf train`` does (``--weights none``: the speed does not depend on the
 weights), puts it in the fine-tune phase of the two-phase recipe (``make_base_trainable`` with
-``--train-bn``), compiles it with the recipe's optimizer and label-smoothed loss, and trains on the
+``--train-bn``), compiles it with the recipe's optimizer and label-smoothed loss as
+``edgeclf.train.fit.fit`` does (but at the constant fine-tune learning rate and without the accuracy
+metric, so that ``--jit-compile`` can be passed to ``compile``), and trains on the
 real augmented input pipeline (``source_batches``) of ``--limit`` training images. The first
 ``--warmup`` steps (tracing, oneDNN primitive creation) are not timed. Prints one line: the
 configuration, the median and p90 step time (ms), images/s from the median, and the process CPU
