@@ -64,6 +64,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60, help="timed steps")
     ap.add_argument("--warmup", type=int, default=15, help="untimed steps first")
     ap.add_argument("--limit", type=int, default=4000, help="training images loaded")
+    ap.add_argument("--trace", metavar="DIR", default=None,
+                    help="after the timed steps, trace --trace-steps more with TensorFlow's profiler into DIR "
+                         "and print the CPU time of each op type and the costliest ops")
+    ap.add_argument("--trace-steps", type=int, default=5)
     args = ap.parse_args()
     if args.inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
@@ -97,6 +101,49 @@ def main() -> None:
           f"jit_compile {args.jit_compile} inter_op {args.inter_op or 'default'} "
           f"intra_op {args.intra_op or 'default'}: step p50 {med:.0f} ms, p90 {np.percentile(dt, 90):.0f} ms, "
           f"{batch / med * 1000.0:.1f} img/s, CPU busy {busy:.2f} cores", flush=True)
+    if args.trace:
+        tf.profiler.experimental.start(args.trace)
+        model.fit(train, epochs=1, steps_per_epoch=args.trace_steps, verbose=0)
+        tf.profiler.experimental.stop()
+        _print_op_times(args.trace, args.trace_steps)
+
+
+def _print_op_times(logdir: str, steps: int, top: int = 25) -> None:
+    """Sum the CPU time of every TensorFlow op event (``layer/name:OpType``) in the profiler's
+    ``*.xplane.pb`` under ``logdir`` (all threads, so the total can exceed wall time on 2 cores) and
+    print it per op type and for the ``top`` costliest ops, in ms per training step."""
+    import collections
+    import glob
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    path = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1]
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as f:
+        space.ParseFromString(f.read())
+    by_type: collections.Counter = collections.Counter()
+    by_op: collections.Counter = collections.Counter()
+    for plane in space.planes:
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            for ev in line.events:
+                name = names.get(ev.metadata_id, "")
+                if ":" not in name or "::" in name:
+                    continue
+                op, kind = name.rsplit(":", 1)
+                if not kind.lstrip("_")[:1].isupper() or " " in kind:
+                    continue
+                ms = ev.duration_ps / 1e9 / steps
+                by_type[kind] += ms
+                by_op[name] += ms
+    total = sum(by_type.values())
+    print(f"op CPU time per step: {total:.0f} ms (all threads; {path})")
+    for kind, ms in by_type.most_common():
+        if ms >= 0.005 * total:
+            print(f"  {ms:8.1f} ms  {100 * ms / total:5.1f} %  {kind}")
+    print(f"costliest {top} ops:")
+    for name, ms in by_op.most_common(top):
+        print(f"  {ms:8.1f} ms  {100 * ms / total:5.1f} %  {name}")
 
 
 if __name__ == "__main__":

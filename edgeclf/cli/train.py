@@ -20,7 +20,7 @@ _AUGMENT_OPTIONS = ("translate", "rotate", "zoom", "cutout")
 _TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "train_bn", "batch_size", "optimizer", "lr", "fine_tune_lr",
                  "weight_decay", "label_smoothing", "mixup_alpha", "ema_decay",
                  "mixed_precision")
-_MODEL_FIELDS = ("width", "logit_scale", "alpha", "img_size", "weights", "dropout")
+_MODEL_FIELDS = ("width", "logit_scale", "alpha", "img_size", "weights", "dropout", "bn_batch_stats")
 _DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets",
                     "teacher_tta": "tta"}
 
@@ -123,8 +123,12 @@ def _time_budget(hours: float | None) -> dict:
               help="mobilenet_v2 phase 2: last N base layers made trainable (-1 = all).")
 @click.option("--train-bn/--no-train-bn", "train_bn", default=None,
               help="Transfer models, phase 2: train BatchNorm scale and offset (gamma, beta) too; its moving "
-                   "statistics never change (inference mode). Off by default: a better float mobilenet_v2, "
-                   "but its int8 PTQ files lose more (docs/training.md).")
+                   "statistics never change (inference mode) unless --bn-batch-stats. Default per model "
+                   "(mobilenet_v2: on; its int8 PTQ files lose more, so export adds QAT, docs/training.md).")
+@click.option("--bn-batch-stats/--no-bn-batch-stats", "bn_batch_stats", default=None,
+              help="Transfer models, phase 2 with --train-bn: BatchNorm in training mode, normalising with each "
+                   "batch's statistics and updating its moving statistics (recalibrated on 2,048 training "
+                   "images first, output unchanged). Default: off (inference mode).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step. Default per model.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Default per model.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (warm-up + cosine decay). Default per model.")

@@ -8,10 +8,10 @@ from edgeclf.errors import ConfigError
 from edgeclf.models.registry import get_spec
 
 #: Values of the per-model fields when neither the user nor the model's ``ModelSpec.defaults`` give one.
-FALLBACKS = {"alpha": 1.0, "img_size": 96, "weights": "imagenet", "logit_scale": 1.0}
+FALLBACKS = {"alpha": 1.0, "img_size": 96, "weights": "imagenet", "logit_scale": 1.0, "bn_batch_stats": False}
 #: What a config.json written before a field existed was built with (``logit_scale``: no scale layer,
 #: although the ``cnn`` layouts default to 0.125 today).
-BEFORE_FIELD = {"logit_scale": 1.0}
+BEFORE_FIELD = {"logit_scale": 1.0, "bn_batch_stats": False}
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class ModelConfig:
         logit_scale: ``cnn`` layouts: constant factor on the logits before the softmax (1 = none;
             :func:`edgeclf.models._head.classifier_head`); default 0.125 for the ``cnn`` layouts, 1
             for the others.
+        bn_batch_stats: transfer models: the base is called without ``training=False``, so a
+            BatchNormalization layer made trainable (phase 2 with ``train_bn``) normalises with each
+            batch's statistics and updates its moving statistics (momentum 0.99) instead of staying in
+            inference mode; the training loop first recalibrates them on training images
+            (:mod:`edgeclf.models.bn_calibration`).
 
     Raises:
         ConfigError: unknown model, a value out of range, or an ``alpha`` without ImageNet weights
@@ -45,6 +50,7 @@ class ModelConfig:
     img_size: int | None = None
     weights: str | None = None
     logit_scale: float | None = None
+    bn_batch_stats: bool | None = None
 
     def __post_init__(self) -> None:
         spec = get_spec(self.name)  # raises ConfigError for an unknown model

@@ -9,7 +9,8 @@ from __future__ import annotations
 from edgeclf.errors import ConfigError
 from edgeclf.models.spec import ModelSpec, Preprocessing
 
-_TRANSFER = frozenset({"weights", "img_size", "head_epochs", "fine_tune_layers", "train_bn", "fine_tune_lr"})
+_TRANSFER = frozenset({"weights", "img_size", "head_epochs", "fine_tune_layers", "train_bn", "fine_tune_lr",
+                       "bn_batch_stats"})
 _TRANSFER_BUILDER = "edgeclf.models.transfer:build"
 
 #: The transfer recipe the other backbones start from (untuned for them: measured for mobilenet_v2 only,

@@ -9,7 +9,8 @@ edgeclf versions have exactly these):
       -> normalize    (the family's ImageNet preprocessing, see :func:`normalization_layer`;
                        absent for families whose base normalises itself: MobileNetV3, EfficientNetV2)
       -> base         (``keras.applications.<Family>(include_top=False)``, called with
-                       ``training=False``: BatchNorm always in inference mode)
+                       ``training=False``: BatchNorm always in inference mode; without it for
+                       ``--bn-batch-stats``, see :func:`build`)
       -> pool -> dropout -> logits -> probs   (:func:`edgeclf.models._head.classifier_head`)
 
 Only standard, serialisable Keras layers are used (no Lambda, no custom layer), so ``model.keras``
@@ -38,6 +39,10 @@ from edgeclf.models.registry import get_spec
 from edgeclf.models.spec import Preprocessing
 
 L = keras.layers
+
+#: BatchNorm momentum of the base with ``bn_batch_stats`` (Keras' BatchNormalization default; the
+#: applications build MobileNetV2 with 0.999, whose moving statistics average over ~1,000 steps).
+BATCH_STATS_MOMENTUM = 0.99
 
 #: ImageNet channel means in BGR order, in pixels (``imagenet_utils.preprocess_input`` "caffe" mode).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -170,7 +175,10 @@ def build(input_shape: tuple[int, int, int], num_classes: int, cfg: ModelConfig)
 
     Returns:
         keras.Model named ``cfg.name``: float32 (N, H, W, C) [0, 255] -> float32 (N, num_classes)
-        probabilities. Its BatchNorm layers are non-trainable and run in inference mode.
+        probabilities. Its BatchNorm layers are non-trainable and run in inference mode; with
+        ``cfg.bn_batch_stats`` the base is called without ``training=False`` and its BatchNorm
+        momentum is :data:`BATCH_STATS_MOMENTUM`, so a BatchNorm made trainable later normalises
+        with batch statistics while training.
 
     Raises:
         WeightsError: the weights file is missing or does not fit the base, or the ImageNet download failed.
@@ -181,6 +189,8 @@ def build(input_shape: tuple[int, int, int], num_classes: int, cfg: ModelConfig)
     for layer in base.layers:
         if isinstance(layer, L.BatchNormalization):
             layer.trainable = False
+            if cfg.bn_batch_stats:
+                layer.momentum = BATCH_STATS_MOMENTUM
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if input_shape[2] == 1:
@@ -189,7 +199,9 @@ def build(input_shape: tuple[int, int, int], num_classes: int, cfg: ModelConfig)
         x = L.Resizing(s, s, interpolation="bilinear", name="resize")(x)
     if not family.builtin_preprocessing:
         x = normalization_layer(spec.preprocessing)(x)
-    x = base(x, training=False)
+    # training=False pins every BatchNorm of the base to inference mode; without it a BatchNorm follows
+    # its own trainable flag (Keras 2: a frozen BatchNorm always runs in inference mode)
+    x = base(x) if cfg.bn_batch_stats else base(x, training=False)
     outputs = classifier_head(x, num_classes, cfg.dropout)
     return keras.Model(inputs, outputs, name=cfg.name)
 

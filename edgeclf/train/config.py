@@ -189,6 +189,8 @@ class TrainConfig:
                               "drop --mixup or --teacher")
         if self.head_epochs < 0 or self.patience < 0:
             raise ConfigError("head_epochs and patience must be >= 0")
+        if self.model.bn_batch_stats and not self.train_bn:
+            raise ConfigError("--bn-batch-stats needs --train-bn (only trainable BatchNorm layers use batch statistics)")
         if self.time_budget_hours is not None and not self.time_budget_hours > 0:
             raise ConfigError(f"time_budget_hours must be > 0, got {self.time_budget_hours}")
         object.__setattr__(self, "mixed_precision", resolve_mixed_precision(self.mixed_precision))

@@ -25,6 +25,7 @@ from edgeclf._keras import keras, set_seed
 from edgeclf._machine import load_average, machine_facts
 from edgeclf._versions import tool_versions
 from edgeclf.data import BUILTIN, balanced_class_weights, native_size, open_dataset
+from edgeclf.data.pipeline import source_batches
 from edgeclf.errors import ConfigError
 from edgeclf.models import build_model, get_spec
 from edgeclf.models.flops import count_macs
@@ -254,6 +255,8 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
         if layers is not None:
             n = spec.make_base_trainable(model, layers, cfg.train_bn)
             log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
+            if layers and cfg.model.bn_batch_stats:  # (a resumed phase's backup then restores its own)
+                _recalibrate_batchnorm(model, ds.train, cfg.seed)
         rows = [r for r in ckpt.state["history"] if r["phase"] == phase]
         if cfg.patience and early_stop(rows, cfg.patience):  # stopped early, killed before the phase end was saved
             load_weights(model, ckpt.best_path)
@@ -277,6 +280,20 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
         if state.stopped:  # as EarlyStopping(restore_best_weights=True)
             load_weights(model, ckpt.best_path)
         ckpt.finish_phase(model, i)
+
+
+#: Training images whose BatchNorm input statistics start a ``--bn-batch-stats`` phase.
+BN_CALIBRATION_IMAGES = 2048
+
+
+def _recalibrate_batchnorm(model, train, seed: int) -> None:
+    """Moving statistics of the base's BatchNorm layers from un-augmented training images, output unchanged
+    (:mod:`edgeclf.models.bn_calibration`), before a phase that trains with batch statistics."""
+    from edgeclf.models.bn_calibration import recalibrate_batchnorm
+
+    n = recalibrate_batchnorm(model, source_batches(train, 64, True, None, seed), BN_CALIBRATION_IMAGES)
+    log.info("BatchNorm: %d layers recalibrated on %d training images; this phase normalises with batch "
+             "statistics (--bn-batch-stats)", n, min(BN_CALIBRATION_IMAGES, len(train)))
 
 
 def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks: Sequence[keras.callbacks.Callback],
