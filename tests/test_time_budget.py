@@ -102,7 +102,8 @@ def test_budget_counts_time_already_spent_and_never_adds_epochs():
     budget = TimeBudget(100.0, seconds_before=40.0, clock=clock)
     budget.bind(WarmupCosine(0.1, 40, 4), 10, 4, 0.1)
     budget.on_train_begin()
-    budget.epoch_seconds = [12.0, 10.0]  # the first (traced) epoch is left out of the mean once there are two
+    # the first (traced) epoch is left out of the mean once there are two (one input size: no progressive resizing)
+    budget.epoch_seconds, budget.epoch_sizes = [12.0, 10.0], [0, 0]
     clock.now = 22.0
     assert budget.epochs_that_fit(2) == 4  # 38 s left = 3 more epochs of 10 s, capped at the 4 planned
     budget.before = 57.0  # 21 s left: 2 more at the mean of 10 s (it would be 1 at 11 s, the first epoch included)

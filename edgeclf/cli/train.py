@@ -18,7 +18,8 @@ _DISTILL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DistillConfig
 
 _AUGMENT_OPTIONS = ("translate", "rotate", "zoom", "cutout")
 _TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "train_bn", "batch_size", "optimizer", "lr", "fine_tune_lr",
-                 "weight_decay", "label_smoothing", "mixup_alpha", "ema_decay",
+                 "weight_decay", "label_smoothing", "mixup_alpha", "ema_decay", "progressive_size",
+                 "progressive_fraction",
                  "mixed_precision")
 _MODEL_FIELDS = ("width", "logit_scale", "alpha", "img_size", "weights", "dropout", "bn_batch_stats")
 _DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets",
@@ -147,6 +148,13 @@ def _time_budget(hours: float | None) -> dict:
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True,
               help="Early stopping on validation top-1 after N epochs without improvement (0 = off); "
                    "the best weights are always restored.")
+@click.option("--progressive-size", "progressive_size", type=click.IntRange(min=32), default=None, metavar="PX",
+              help="Progressive resizing (transfer models): train the first --progressive-fraction of the last "
+                   "phase's epochs at PX, the rest at --img-size (faster epochs; the model is saved, exported "
+                   "and evaluated at --img-size). Default: off.")
+@click.option("--progressive-fraction", "progressive_fraction", type=click.FloatRange(0, 1, min_open=True,
+              max_open=True), default=None, help="Share of the last phase's epochs at --progressive-size "
+                                                 "(default 0.5).")
 @click.option("--time-budget", "time_budget", type=click.FloatRange(min=0), default=None,
               metavar="HOURS",
               help="Wall-clock budget of the training in hours (e.g. 2 or 0.5): after each epoch of the last phase the "

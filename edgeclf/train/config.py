@@ -125,6 +125,11 @@ class TrainConfig:
             batch (:mod:`edgeclf.train.mixup`); 0 = off. Not with ``distill``.
         ema_decay: exponential moving average of the weights in the last phase, decay per optimizer
             step in [0, 1) (:mod:`edgeclf.train.ema`): validated with, and saved as, the model; 0 = off.
+        progressive_size: progressive resizing in the last phase (:mod:`edgeclf.train.progressive`):
+            its first ``floor(progressive_fraction x epochs)`` epochs train at this input size in
+            pixels, the rest at the model's ``img_size`` (transfer models whose input is resized);
+            None = off.
+        progressive_fraction: the share of the last phase's epochs at ``progressive_size``, in (0, 1).
         patience: early stopping on validation top-1 accuracy (best weights restored); 0 disables.
         class_weight: ``balanced`` weights the loss by inverse class frequency.
         mixed_precision: train in ``mixed_bfloat16``; the saved model is always float32. ``"auto"``
@@ -159,6 +164,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     mixup_alpha: float = 0.0
     ema_decay: float = 0.0
+    progressive_size: int | None = None
+    progressive_fraction: float = 0.5
     patience: int = 0
     class_weight: ClassWeight = ClassWeight.NONE
     mixed_precision: bool | str = False
@@ -189,6 +196,15 @@ class TrainConfig:
                               "drop --mixup or --teacher")
         if self.head_epochs < 0 or self.patience < 0:
             raise ConfigError("head_epochs and patience must be >= 0")
+        if self.progressive_size is not None:
+            if "img_size" not in get_spec(self.model.name).options:
+                raise ConfigError(f"--progressive-size needs a model with --img-size (a transfer model), "
+                                  f"not {self.model.name}")
+            if not 32 <= self.progressive_size < self.model.img_size:
+                raise ConfigError(f"--progressive-size must be >= 32 and below the model's --img-size "
+                                  f"{self.model.img_size}, got {self.progressive_size}")
+        if not 0 < self.progressive_fraction < 1:
+            raise ConfigError(f"--progressive-fraction must be in (0, 1), got {self.progressive_fraction}")
         if self.model.bn_batch_stats and not self.train_bn:
             raise ConfigError("--bn-batch-stats needs --train-bn (only trainable BatchNorm layers use batch statistics)")
         if self.time_budget_hours is not None and not self.time_budget_hours > 0:

@@ -21,6 +21,7 @@ from edgeclf.train.config import Optimizer
 from edgeclf.train.distill import Teacher, distill_datasets, distillation_loss, label_accuracy
 from edgeclf.train.ema import EMAValidation
 from edgeclf.train.mixup import mixup
+from edgeclf.train.progressive import ProgressiveResize, resize_layer
 from edgeclf.train.schedules import WarmupCosine, warmup_steps_of
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ class FitPlan:
             (:mod:`edgeclf.train.mixup`); 0 = off. Not with ``teacher``.
         ema_decay: keep an exponential moving average of the trainable weights with this decay per
             step, validate with it and end with it (:mod:`edgeclf.train.ema`); 0 = off, else in (0, 1).
+        progressive_size: progressive resizing (:mod:`edgeclf.train.progressive`): the first
+            ``floor(progressive_fraction x epochs)`` epochs at this input size in pixels, the rest
+            at the model's own; 0 = off. Needs a model with a ``resize`` layer.
+        progressive_fraction: in (0, 1).
     """
 
     optimizer: Optimizer
@@ -63,8 +68,13 @@ class FitPlan:
     teacher: Teacher | None = None
     mixup_alpha: float = 0.0
     ema_decay: float = 0.0
+    progressive_size: int = 0
+    progressive_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.progressive_size < 0 or not 0 < self.progressive_fraction < 1:
+            raise ValueError(f"need progressive_size >= 0 and progressive_fraction in (0, 1), got "
+                             f"{self.progressive_size}, {self.progressive_fraction}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.mixup_alpha < 0:
@@ -152,7 +162,8 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
         initial_epoch: epoch index to start counting from (for history/logging).
         budget: a :class:`~edgeclf.train.budget.TimeBudget` that may shorten these epochs (and the
             schedule with them) to fit a wall-clock budget; it runs before ``callbacks`` at each
-            epoch end. Only with ``initial_epoch`` 0.
+            epoch end. Only with ``initial_epoch`` 0. With ``plan.progressive_size`` it plans with
+            each epoch's input size.
 
     Returns:
         keras.callbacks.History. The loss is the label-smoothed cross-entropy, or with
@@ -162,14 +173,20 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
 
     Raises:
         edgeclf.errors.DataError: a streamed source had too many undecodable files.
+        edgeclf.errors.ConfigError: ``plan.progressive_size`` for a model without a ``resize`` layer.
         ValueError: ``budget`` with ``initial_epoch`` > 0.
     """
     steps = plan.steps(len(train), epochs)
     schedule = WarmupCosine(plan.lr, steps, warmup_steps_of(steps, plan.warmup_fraction))
+    resize = None
+    if plan.progressive_size:
+        resize = ProgressiveResize(plan.progressive_size, int(resize_layer(model).height), plan.progressive_fraction,
+                                   lambda: budget.epochs if budget is not None else epochs)
     if budget is not None:
         if initial_epoch:
             raise ValueError("a time budget needs initial_epoch 0")
-        budget.bind(schedule, plan.steps(len(train), 1), epochs, plan.warmup_fraction)
+        budget.bind(schedule, plan.steps(len(train), 1), epochs, plan.warmup_fraction,
+                    size_of=resize.size_in if resize is not None else None)
     has_val = validation is not None and len(validation)
     if plan.teacher is None:
         def one_hot(a, b):
@@ -192,7 +209,12 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
         model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay, plan.ema_decay),
                       loss=loss, metrics=[metric])
     checks = SourceCheck([train, validation] if has_val else [train])
-    return model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                     callbacks=[checks, ExactStepCount(), EMAValidation(), *([budget] if budget else []), *callbacks],
-                     class_weight=class_weight,
-                     verbose=1 if log.isEnabledFor(logging.INFO) else 2)
+    try:
+        return model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                         callbacks=[checks, ExactStepCount(), *([resize] if resize else []), EMAValidation(),
+                                    *([budget] if budget else []), *callbacks],
+                         class_weight=class_weight,
+                         verbose=1 if log.isEnabledFor(logging.INFO) else 2)
+    finally:
+        if resize is not None:  # also after Ctrl-C or an error: the model goes on at its own size
+            resize.restore()

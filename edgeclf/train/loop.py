@@ -270,7 +270,9 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
                        augment=cfg.augment, seed=cfg.seed, teacher=teacher, mixup_alpha=cfg.mixup_alpha,
                        # EMA in the last phase only: averaged over a 1-epoch head phase, the head would
                        # stay mostly at its random start (0.9995 ** 782 = 0.68)
-                       ema_decay=cfg.ema_decay if last else 0.0)
+                       ema_decay=cfg.ema_decay if last else 0.0,
+                       progressive_size=(cfg.progressive_size or 0) if last else 0,
+                       progressive_fraction=cfg.progressive_fraction)
         budget = None
         if cfg.time_budget_hours and last:
             budget = TimeBudget(cfg.time_budget_hours * 3600, float(ckpt.state["train_seconds"]),
