@@ -51,6 +51,7 @@ from edgeclf.train.distribute import (
 )
 from edgeclf.train.evaluate import evaluate_source, write_eval_artifacts
 from edgeclf.train.fit import FitPlan, fit
+from edgeclf.train.progressive import resize_layer
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +317,8 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
                  "mixed_bfloat16" if cfg.mixed_precision else "float32")
         with worker.strategy.scope():
             model = build_model(cfg.model, ds.input_shape, ds.num_classes)
+        if cfg.progressive_size:
+            resize_layer(model)  # ConfigError now, not after the first phase
     except BaseException:
         ckpt.abandon()
         raise
