@@ -14,7 +14,7 @@ def set_base_bn_stats(model, images: np.ndarray):
     (float32 (N, H, W, C) [0, 255]), one training-mode pass, in place; the BatchNorms stay frozen.
     Returns ``model``."""
     base = transfer.base_model(model)
-    base_input = keras.Model(model.inputs, base.get_input_at(len(base.inbound_nodes) - 1))(images)
+    base_input = transfer.base_feed(model)(images)
     bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for bn in bns:
         bn.trainable = True  # a non-trainable BatchNorm ignores training=True

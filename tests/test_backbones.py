@@ -288,7 +288,7 @@ def _base_weights_for_the_test(model, images: np.ndarray, path) -> dict[str, lis
         base layer name -> its saved weights.
     """
     base = transfer.base_model(model)
-    base_input = keras.Model(model.inputs, base.get_input_at(len(base.inbound_nodes) - 1))(images)
+    base_input = transfer.base_feed(model)(images)
     if float(np.std(base(base_input, training=False))) < 1e-6:
         set_base_bn_stats(model, images)
     if not any(isinstance(layer, L.BatchNormalization) for layer in base.layers):

@@ -12,6 +12,7 @@ from edgeclf.export.flatten import flatten_model
 from edgeclf.models import ModelConfig, build_model
 from edgeclf.models import mobilenet_v2 as mnv2
 from edgeclf.models.bn_calibration import batchnorm_layers, input_moments, recalibrate_batchnorm
+from edgeclf.models.transfer import base_feed
 from edgeclf.train.config import TrainConfig
 
 L = keras.layers
@@ -50,8 +51,7 @@ def test_recalibration_keeps_the_output_and_sets_the_input_statistics():
     # the moving statistics are those of each BatchNorm's input on these images (one layer checked
     # directly: the output of the stem convolution)
     base = mnv2.base_model(model)
-    feed = keras.Model(model.inputs, base.get_input_at(len(base.inbound_nodes) - 1))
-    stem = keras.Model(base.inputs, base.get_layer("bn_Conv1").input)(feed(x)).numpy()
+    stem = keras.Model(base.inputs, base.get_layer("bn_Conv1").input)(base_feed(model)(x)).numpy()
     bn = base.get_layer("bn_Conv1")
     np.testing.assert_allclose(bn.moving_mean.numpy(), stem.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(bn.moving_variance.numpy(), stem.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-4)

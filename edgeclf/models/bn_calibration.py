@@ -30,7 +30,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from edgeclf._keras import keras, tf
-from edgeclf.models.transfer import base_model
+from edgeclf.models.transfer import base_feed, base_model
 
 L = keras.layers
 
@@ -60,7 +60,7 @@ def input_moments(model: keras.Model, batches: Iterable, max_images: int) -> dic
     for bn in bns:
         if list(bn.axis) not in ([-1], [len(bn.input.shape) - 1]):
             raise ValueError(f"{bn.name}: BatchNorm over axis {bn.axis}; only channels-last is supported")
-    feed = keras.Model(model.inputs, base.get_input_at(len(base.inbound_nodes) - 1))  # the tensor fed to the base
+    feed = base_feed(model)
     probe = keras.Model(base.inputs, [bn.input for bn in bns])
 
     @tf.function(input_signature=[tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)])

@@ -242,6 +242,17 @@ def set_base_trainable(model: keras.Model, last_n_layers: int, train_bn: bool = 
     return n
 
 
+def base_feed(model: keras.Model) -> keras.Model:
+    """The layers of a model built by :func:`build` in front of its base, as a model.
+
+    Returns:
+        keras.Model: float32 (N, H, W, C) [0, 255] -> the tensor ``model`` feeds its base, float32
+        (N, img_size, img_size, 3) (after grey_to_rgb, resize and normalize, where present).
+    """
+    base = base_model(model)
+    return keras.Model(model.inputs, base.get_input_at(len(base.inbound_nodes) - 1))
+
+
 def preprocessing_model(model: keras.Model) -> keras.Model:
     """The model's whole embedded preprocessing as a model: raw pixels -> what the base's first conv sees.
 
@@ -252,9 +263,8 @@ def preprocessing_model(model: keras.Model) -> keras.Model:
     Returns:
         keras.Model: float32 (N, H, W, C) [0, 255] -> float32 (N, img_size, img_size, 3).
     """
-    base = base_model(model)
-    x = base.get_input_at(len(base.inbound_nodes) - 1)  # the tensor ``model`` feeds its base
-    for layer in base.layers[1:]:
+    x = base_feed(model).outputs[0]
+    for layer in base_model(model).layers[1:]:
         if not isinstance(layer, (L.Rescaling, L.Normalization)):
             break
         x = layer(x)
