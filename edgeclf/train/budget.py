@@ -90,7 +90,8 @@ class TimeBudget(keras.callbacks.Callback):
         same = [t for s, t in steady if s == size] or [t for s, t in measured if s == size]
         if same:
             return sum(same) / len(same)
-        return sum(t * (size / s) ** 2 if s else t for s, t in steady) / len(steady)
+        # a size not measured yet: only with progressive resizing, whose sizes are > 0
+        return sum(t * (size / s) ** 2 for s, t in steady) / len(steady)
 
     def epochs_that_fit(self, done: int) -> int:
         """Epochs this phase can have in all, ``done`` of them finished: ``done`` + as many more as fit in

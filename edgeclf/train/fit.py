@@ -180,7 +180,7 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
     schedule = WarmupCosine(plan.lr, steps, warmup_steps_of(steps, plan.warmup_fraction))
     resize = None
     if plan.progressive_size:
-        resize = ProgressiveResize(plan.progressive_size, int(resize_layer(model).height), plan.progressive_fraction,
+        resize = ProgressiveResize(resize_layer(model), plan.progressive_size, plan.progressive_fraction,
                                    lambda: budget.epochs if budget is not None else epochs)
     if budget is not None:
         if initial_epoch:

@@ -57,28 +57,26 @@ def resize_layer(model):
 
 
 class ProgressiveResize(keras.callbacks.Callback):
-    """Runs the first epochs of one ``fit`` at ``low`` px and the rest at ``full`` px.
+    """Runs the first epochs of one ``fit`` at ``low`` px and the rest at the model's own size.
 
     Args:
-        low, full: input sizes in pixels per side, ``low`` < ``full``; ``full`` is the model's
-            ``img_size`` (its ``resize`` layer's size when built).
+        layer: the model's ``resize`` layer (:func:`resize_layer`); its size when given is the model's
+            ``img_size``, the size of the last epochs (``full``).
+        low: input size in pixels per side of the first epochs, 0 < ``low`` < ``full``.
         fraction: in (0, 1): the first ``floor(fraction x planned())`` epochs are at ``low``.
         planned: the current number of epochs of this ``fit`` (a time budget may lower it).
 
-    The model must have a ``resize`` layer (a transfer model whose input size differs from its
-    ``img_size``) in front of one nested base. The size is back at ``full`` when training ends, also
-    after an exception (call :meth:`restore`; ``edgeclf.train.fit.fit`` does).
-
-    Raises (at the start of training):
-        ConfigError: as :func:`resize_layer`.
+    The ``resize`` layer sits in front of one nested base. The size is back at ``full`` when training
+    ends, also after an exception (call :meth:`restore`; ``edgeclf.train.fit.fit`` does).
     """
 
-    def __init__(self, low: int, full: int, fraction: float, planned: Callable[[], int]):
+    def __init__(self, layer, low: int, fraction: float, planned: Callable[[], int]):
         super().__init__()
+        full = int(layer.height)
         if not 0 < low < full or not 0 < fraction < 1:
             raise ValueError(f"need 0 < low < full and 0 < fraction < 1, got {low}, {full}, {fraction}")
-        self.low, self.full, self.fraction, self.planned = int(low), int(full), float(fraction), planned
-        self._layer = None
+        self.low, self.full, self.fraction, self.planned = int(low), full, float(fraction), planned
+        self._layer = layer
         self._bases: list = []
 
     def size_of(self, epoch: int) -> int:
@@ -90,7 +88,6 @@ class ProgressiveResize(keras.callbacks.Callback):
         return epoch_size(epoch, epochs, self.low, self.full, self.fraction)
 
     def on_train_begin(self, logs=None):
-        self._layer = resize_layer(self.model)
         # a keras.applications base checks its input shape against the size it was built for
         self._bases = [layer for layer in self.model.layers if isinstance(layer, keras.Model)]
         for base in self._bases:
@@ -104,8 +101,7 @@ class ProgressiveResize(keras.callbacks.Callback):
 
     def restore(self) -> None:
         """Back to ``full`` px and the bases' own input checks (idempotent)."""
-        if self._layer is not None:
-            self._set(self.full)
+        self._set(self.full)
         for base in self._bases:
             if hasattr(base, "_manual_input_spec"):
                 del base._manual_input_spec
