@@ -14,7 +14,7 @@ from edgeclf.models.transfer import base_model
 from edgeclf.train.budget import TimeBudget
 from edgeclf.train.config import Optimizer, TrainConfig
 from edgeclf.train.fit import FitPlan, fit
-from edgeclf.train.progressive import epoch_size, low_res_epochs
+from edgeclf.train.progressive import ProgressiveResize, epoch_size, low_res_epochs
 from edgeclf.train.schedules import WarmupCosine
 
 
@@ -62,6 +62,68 @@ def test_the_budget_plans_with_each_epochs_size():
     # 80 s are left and the mean epoch is 60 s, so a 100 s one starts
     sizes, used_uniform, _ = _run_budget(580.0, {32: 20.0, 64: 100.0}, sized=False)
     assert len(sizes) == 10 and used_uniform == 600.0 > 580.0
+
+
+def test_the_budget_grows_a_plan_cut_on_an_estimate_once_the_size_is_measured():
+    # small epochs take 20 s, large ones 60 s (3x), the pixel count says 4x (80 s): 10 planned epochs
+    # need 400 s, the budget is 420 s
+    sizes, used, replans = _run_budget(420.0, {32: 20.0, 64: 60.0}, sized=True)
+    # after two small epochs the estimate (80 s large ones) cuts the plan to 8 (switch at epoch 4); the
+    # first large epoch measures 60 s and 9 fit again with half an epoch to spare (270 s of 280 s left),
+    # never 10 (300 s); the unmeasured large size alone never grows the plan
+    assert replans == [8, 9] and sizes == [32] * 4 + [64] * 5
+    assert used == 380.0 <= 420.0
+
+
+def test_session_26s_epoch_times_replayed_give_the_epoch_that_fit():
+    """The measured fine-tune epoch times of session 26's full run (mobilenet_v2, --time-budget 1.9,
+    --progressive-size 128, 2-vCPU Zen 4; benchmarks/results/cifar10-mobilenet_v2-progressive-zen4),
+    the head epoch and checkpoints (~210 s) before them. That run cut 14 epochs to 10 on the pixel-count
+    estimate and ended 772 s early; replayed, the first 160 px epoch grows the plan back to 11, which
+    ends within the 6,840 s (an 11th epoch assumed to take 760 s, as the last ones did)."""
+    seconds = [447, 473, 427, 444, 441, 649, 679, 695, 743, 751, 760, 760, 760, 760]
+    now, replans = [210.0], []
+    budget = TimeBudget(1.9 * 3600, seconds_before=210.0, on_replan=replans.append, clock=lambda: now[0])
+    budget.bind(WarmupCosine(2e-4, 14 * 782, 14), 782, 14, 0.0, size_of=lambda e, n: epoch_size(e, n, 128, 160, 0.5))
+    budget.set_model(_Dummy())
+    budget.on_train_begin()
+    sizes = []
+    for epoch, took in enumerate(seconds):
+        sizes.append(epoch_size(epoch, budget.epochs, 128, 160, 0.5))
+        budget.on_epoch_begin(epoch)
+        now[0] += took
+        budget.on_epoch_end(epoch)
+        if budget.model.stop_training:
+            break
+    assert replans == [10, 11] and sizes == [128] * 5 + [160] * 6
+    assert now[0] == 6719.0 <= 1.9 * 3600
+
+
+class _TraceCounter:
+    """Stands in for a model: counts the retraces ProgressiveResize asks for."""
+
+    def __init__(self):
+        self.traces = 0
+        self.test_function = self.predict_function = None
+
+    def make_train_function(self, force=False):
+        self.traces += 1
+
+
+def test_a_lengthened_plan_never_goes_back_to_the_low_size():
+    layer = keras.layers.Resizing(64, 64)
+    plan = [8]
+    resize = ProgressiveResize(layer, 32, 0.5, lambda: plan[0])
+    model = _TraceCounter()
+    resize.set_model(model)
+    sizes = []
+    for epoch in range(9):
+        if epoch == 5:
+            plan[0] = 12  # the time budget lengthens the plan: its switch would be at epoch 6
+        resize.on_epoch_begin(epoch)
+        sizes.append(layer.height)
+    assert sizes == [32] * 4 + [64] * 5 and model.traces == 2  # to 32 px, then to 64 px: once each
+    assert resize.size_in(3, 12) == 32 and resize.size_in(5, 12) == 64 and resize.size_of(6) == 64
 
 
 def _tiny_transfer(img_size: int = 48) -> keras.Model:

@@ -159,9 +159,10 @@ def _time_budget(hours: float | None) -> dict:
               metavar="HOURS",
               help="Wall-clock budget of the training in hours (e.g. 2 or 0.5): after each epoch of the last phase the "
                    "epochs still to run are re-planned from the measured epoch time so the run ends within it, and "
-                   "the learning-rate schedule is shortened to still decay to 0 (never more epochs than --epochs; "
-                   "as Ultralytics' time=). The epochs run are in metrics.json. 0 = no budget. Default per model "
-                   "(cnn: 2 h for its 90 epochs; the others: none).")
+                   "the learning-rate schedule is shortened to still decay to 0 (or lengthened again when later epochs "
+                   "measure faster; never more epochs than --epochs; as Ultralytics' time=). The epochs run are in "
+                   "metrics.json. 0 = no budget. Default per model (cnn: 2 h for its 90 epochs, mobilenet_v2: 2 h "
+                   "for its 14 fine-tune epochs; the others: none).")
 @click.option("--val-split", type=float, default=0.1, show_default=True,
               help="Fraction of train held out (stratified) for validation.")
 @click.option("--limit", type=click.IntRange(min=10), default=None,

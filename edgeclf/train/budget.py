@@ -11,16 +11,21 @@ epoch. The first epoch alone shortens the plan only when not even a second epoch
 otherwise the plan waits for the second epoch's time. Measured why (session 20, 2-vCPU Zen 5):
 ``mobilenet_v2``'s first fine-tune epoch took 624 s (graph tracing, and a test run beside it), the
 second 549 s; planning from the first cut 14 planned epochs to 10 for good, where the second allowed
-11. It only ever shortens. Ultralytics' ``time=`` argument is the anchor (it overrides the
-epochs from the first epoch's time and rebuilds its scheduler); unlike it, edgeclf never adds
-epochs beyond the recipe's.
+11. A shortened plan grows back (never beyond the phase's epochs as given, the recipe's upper bound)
+when later epochs measure faster and the extra epochs fit with half an epoch to spare, but only from
+measured times: every input size the remaining epochs would use must have been measured. Ultralytics'
+``time=`` argument is the anchor (it overrides the epochs from the first epoch's time and rebuilds its
+scheduler); unlike it, edgeclf never adds epochs beyond the recipe's.
 
 With progressive resizing (:mod:`edgeclf.train.progressive`) the epochs of a phase differ in size:
 the budget then estimates each size's epoch time from the epochs measured at that size, and a size
 not measured yet from another one, scaled by the ratio of pixel counts. Measured, the ratio is an
 upper bound of the cost ratio (``mobilenet_v2`` fine-tune steps: 1.43x faster at 128 px than at
 160 px for 1.56x fewer pixels, 2-vCPU Zen 4), so large epochs estimated from small ones come out
-longer than they are, and the plan errs on the side of ending early.
+longer than they are, and the plan errs on the side of ending early; once the large size is measured,
+the plan grows back to what fits. Measured why (session 26, 2-vCPU Zen 4, ``mobilenet_v2 --time-budget
+1.9 --progressive-size 128``): after two 128 px epochs (447 s, 473 s) the 160 px epochs were estimated
+at 739 s and the 14 planned epochs were cut to 10; they took 649-679 s, where 11 would have fit.
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ class TimeBudget(keras.callbacks.Callback):
     Args:
         budget_seconds: wall-clock budget of the whole training run, in seconds (> 0).
         seconds_before: training seconds already spent (earlier phases, earlier sessions of a resumed run).
-        on_replan: called with the new number of epochs of this phase whenever it shrinks (the
-            training loop records it in the run checkpoint, so ``--resume`` keeps the shorter plan).
+        on_replan: called with the new number of epochs of this phase whenever it changes (the
+            training loop records it in the run checkpoint, so ``--resume`` keeps the plan).
         clock: monotonic seconds (``time.perf_counter``; tests pass a fake clock).
 
     Use :meth:`bind` before ``fit`` (``edgeclf.train.fit.fit`` does it when given ``budget=``).
@@ -56,7 +61,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.budget, self.before = float(budget_seconds), float(seconds_before)
         self.on_replan, self.clock = on_replan, clock
         self.schedule: WarmupCosine | None = None
-        self.epochs = self.steps_per_epoch = 0
+        self.epochs = self.max_epochs = self.steps_per_epoch = 0
         self.warmup_fraction = 0.0
         self.epoch_seconds: list[float] = []
         self.epoch_sizes: list[int] = []
@@ -69,6 +74,7 @@ class TimeBudget(keras.callbacks.Callback):
         ``size_of(epoch, epochs)``: the input size in pixels per side of ``epoch`` (0-based) when the
         phase has ``epochs`` epochs, for progressive resizing; None = every epoch the same size."""
         self.schedule, self.steps_per_epoch, self.epochs = schedule, int(steps_per_epoch), int(epochs)
+        self.max_epochs = self.epochs
         self.warmup_fraction = float(warmup_fraction)
         if size_of is not None:
             self.size_of = size_of
@@ -95,11 +101,19 @@ class TimeBudget(keras.callbacks.Callback):
 
     def epochs_that_fit(self, done: int) -> int:
         """Epochs this phase can have in all, ``done`` of them finished: ``done`` + as many more as fit in
-        the time left at :meth:`epoch_estimate` of each one's size (never more than planned, never fewer
-        than ``done``)."""
+        the time left at :meth:`epoch_estimate` of each one's size (never fewer than ``done``). At most
+        the current plan, or, where more than planned would fit, up to the phase's epochs as bound
+        (``max_epochs``) if every size those epochs use has been measured and they fit with half an epoch
+        of the time left to spare (so that one epoch's jitter does not lengthen and shorten the schedule
+        in turn)."""
         left = self.budget - self.before - (self.clock() - self._start)
-        for n in range(self.epochs, done, -1):
-            if sum(self.epoch_estimate(self.size_of(e, n)) for e in range(done, n)) <= left:
+        measured = set(self.epoch_sizes)
+        for n in range(self.max_epochs, done, -1):
+            sizes = [self.size_of(e, n) for e in range(done, n)]
+            need = sum(self.epoch_estimate(size) for size in sizes)
+            if n > self.epochs and (not measured.issuperset(sizes) or need + 0.5 * self.epoch_estimate() > left):
+                continue  # growing the plan: measured sizes only, with half an epoch to spare
+            if need <= left:
                 return n
         return done
 
@@ -112,10 +126,15 @@ class TimeBudget(keras.callbacks.Callback):
         fit_in = self.epochs_that_fit(done)
         if done == 1 and fit_in > done:
             return  # the first epoch (tracing, one-off slowdowns) re-plans only if no second epoch fits
-        if fit_in < self.epochs:
-            log.info("time budget %g h: epochs take %.0f s here, so this phase runs %d of its %d epochs "
-                     "(learning-rate schedule shortened to end at epoch %d)", self.budget / 3600,
-                     self.epoch_estimate(), fit_in, self.epochs, fit_in)
+        if fit_in != self.epochs:
+            if fit_in < self.epochs:
+                log.info("time budget %g h: epochs take %.0f s here, so this phase runs %d of its %d epochs "
+                         "(learning-rate schedule shortened to end at epoch %d)", self.budget / 3600,
+                         self.epoch_estimate(), fit_in, self.epochs, fit_in)
+            else:
+                log.info("time budget %g h: epochs take %.0f s here, so this phase can run %d epochs again "
+                         "instead of %d (learning-rate schedule lengthened to end at epoch %d)",
+                         self.budget / 3600, self.epoch_estimate(), fit_in, self.epochs, fit_in)
             self.epochs = fit_in
             total = fit_in * self.steps_per_epoch
             self.schedule.replan(total, warmup_steps_of(total, self.warmup_fraction))

@@ -11,7 +11,8 @@ test size removes that gap. Anchors: fastai's progressive resizing (Howard, DAWN
 EfficientNetV2's progressive learning (Tan & Le 2021).
 
 Which epochs are small: the first ``floor(fraction x n)`` of the phase's ``n`` planned epochs; when
-``--time-budget`` shortens the phase, ``n`` and the switch move with it. :class:`ProgressiveResize`
+``--time-budget`` shortens the phase (or lengthens it again), ``n`` and the switch move with it, but
+once an epoch has run at the full size the later ones stay there. :class:`ProgressiveResize`
 sets the ``resize`` layer before each epoch and retraces the train step when the size changes (tf_keras
 reads the layer's size when it traces); :class:`edgeclf.train.budget.TimeBudget` plans with the cost
 of each epoch's size.
@@ -78,13 +79,18 @@ class ProgressiveResize(keras.callbacks.Callback):
         self.low, self.full, self.fraction, self.planned = int(low), full, float(fraction), planned
         self._layer = layer
         self._bases: list = []
+        self._full_from: int | None = None  # the first epoch run at full size: the later ones stay there
 
     def size_of(self, epoch: int) -> int:
         """The input size of ``epoch`` (0-based) under the current plan."""
         return self.size_in(epoch, self.planned())
 
     def size_in(self, epoch: int, epochs: int) -> int:
-        """The input size of ``epoch`` (0-based) when the phase has ``epochs`` epochs."""
+        """The input size of ``epoch`` (0-based) when the phase has ``epochs`` epochs; ``full`` for any
+        epoch after one that ran at ``full`` (a plan lengthened by the time budget moves the switch later,
+        but never back to ``low``)."""
+        if self._full_from is not None and epoch >= self._full_from:
+            return self.full
         return epoch_size(epoch, epochs, self.low, self.full, self.fraction)
 
     def on_train_begin(self, logs=None):
@@ -94,7 +100,10 @@ class ProgressiveResize(keras.callbacks.Callback):
             base.input_spec = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._set(self.size_of(epoch))
+        size = self.size_of(epoch)
+        if size == self.full and self._full_from is None:
+            self._full_from = epoch
+        self._set(size)
 
     def on_train_end(self, logs=None):
         self.restore()
