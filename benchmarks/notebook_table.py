@@ -29,7 +29,8 @@ RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-
         "cifar10-cnn-45ep-nearest", "cifar10-cnn-budget",
         "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160",
         "cifar10-mobilenet_v2-trainbn", "cifar10-mobilenet_v2-trainbn-nearest",
-        "cifar10-mobilenet_v2-trainbn-160", "cifar10-mobilenet_v2-trainbn-160-14ep", "cifar10-mobilenet_v2-zen4")
+        "cifar10-mobilenet_v2-trainbn-160", "cifar10-mobilenet_v2-trainbn-160-14ep", "cifar10-mobilenet_v2-zen4",
+        "cifar10-mobilenet_v2-progressive-zen4")
 # runs trained before their architecture was renamed: results dir -> today's --model name
 # (round 1 and round 2's first `cnn` was the ResNet-9 layout, now `cnn-resnet9`)
 RENAMED = {"cifar10-cnn-w16": "cnn-resnet9", "cifar10-cnn-resnet9": "cnn-resnet9"}
@@ -78,6 +79,10 @@ def _command(cfg: dict) -> str:
         parts.append(f"--cutout {cfg['augment']['cutout_px']}")
     if cfg.get("mixed_precision"):
         parts.append("--mixed-precision")
+    if cfg.get("progressive_size"):
+        parts.append(f"--progressive-size {cfg['progressive_size']}")
+        if cfg.get("progressive_fraction", 0.5) != 0.5:
+            parts.append(f"--progressive-fraction {cfg['progressive_fraction']}")
     if cfg.get("time_budget_hours") != spec.recipe.get("time_budget_hours"):  # 0: none, where the recipe has one
         parts.append(f"--time-budget {cfg.get('time_budget_hours') or 0:g}")
     if cfg.get("distill"):  # the teacher by its model directory's name (its results are another row)
