@@ -75,6 +75,16 @@ def test_the_budget_grows_a_plan_cut_on_an_estimate_once_the_size_is_measured():
     assert used == 380.0 <= 420.0
 
 
+def test_the_first_epoch_at_each_size_counts_only_until_another_is_measured():
+    # the step is traced again when the size changes: 13 s, 6 s at 48 px, then 23 s, 15 s at 96 px
+    budget = TimeBudget(100.0)
+    budget.epoch_sizes, budget.epoch_seconds = [48, 48, 96], [13.0, 6.0, 23.0]
+    assert budget.epoch_estimate(48) == 6.0 and budget.epoch_estimate(96) == 23.0  # the only one at 96 px
+    budget.epoch_sizes.append(96)
+    budget.epoch_seconds.append(15.0)
+    assert budget.epoch_estimate() == 15.0 and budget.epoch_estimate(64) == pytest.approx((6.0 * (64 / 48) ** 2 + 15.0 * (64 / 96) ** 2) / 2)
+
+
 def test_session_26s_epoch_times_replayed_give_the_epoch_that_fit():
     """The measured fine-tune epoch times of session 26's full run (mobilenet_v2, --time-budget 1.9,
     --progressive-size 128, 2-vCPU Zen 4; benchmarks/results/cifar10-mobilenet_v2-progressive-zen4),

@@ -4,7 +4,8 @@ The same recipe takes different times on different machines (the ``cnn``'s 45 bf
 on a 2-vCPU Xeon with AMX, 7,626 s on a 2-vCPU EPYC Zen 4; README). Cutting a run off at a deadline
 would leave the learning rate high and the model un-annealed, so the budget instead re-plans the
 last phase after each of its epochs: from the mean epoch time measured so far (the first epoch,
-which includes graph tracing, only until a second one is measured) it works out how many epochs
+which includes graph tracing, only until a second one is measured; per input size with progressive
+resizing, which traces the step again at each new size) it works out how many epochs
 still fit, and if that is fewer than planned it shortens the warm-up + cosine schedule
 (:meth:`edgeclf.train.schedules.WarmupCosine.replan`) so the decay still reaches 0 at the new last
 epoch. The first epoch alone shortens the plan only when not even a second epoch fits at its pace:
@@ -87,13 +88,16 @@ class TimeBudget(keras.callbacks.Callback):
 
     def epoch_estimate(self, size: int | None = None) -> float:
         """Seconds per epoch (at input ``size``; None: the last epoch's size): the mean of the epochs
-        measured at that size, the phase's first (graph tracing) left out once there is another; a size
-        not measured yet is estimated from the measured ones times the ratio of pixel counts."""
+        measured at that size, the first at each size (graph tracing: the train step is traced again
+        when the size changes) left out once there is another; a size not measured yet is estimated
+        from the measured ones times the ratio of pixel counts."""
         if size is None:
             size = self.epoch_sizes[-1]
-        measured = list(zip(self.epoch_sizes, self.epoch_seconds))
-        steady = measured[1:] if len(measured) > 1 else measured
-        same = [t for s, t in steady if s == size] or [t for s, t in measured if s == size]
+        steady: list[tuple[int, float]] = []
+        for each in dict.fromkeys(self.epoch_sizes):
+            times = [t for s, t in zip(self.epoch_sizes, self.epoch_seconds) if s == each]
+            steady += [(each, t) for t in (times[1:] or times)]
+        same = [t for s, t in steady if s == size]
         if same:
             return sum(same) / len(same)
         # a size not measured yet: only with progressive resizing, whose sizes are > 0
