@@ -81,8 +81,9 @@ def _command(cfg: dict) -> str:
         parts.append("--mixed-precision")
     if cfg.get("progressive_size"):
         parts.append(f"--progressive-size {cfg['progressive_size']}")
-        if cfg.get("progressive_fraction", 0.5) != 0.5:
-            parts.append(f"--progressive-fraction {cfg['progressive_fraction']}")
+        fraction = cfg.get("progressive_fraction", train_defaults["progressive_fraction"])
+        if fraction != train_defaults["progressive_fraction"]:
+            parts.append(f"--progressive-fraction {fraction}")
     if cfg.get("time_budget_hours") != spec.recipe.get("time_budget_hours"):  # 0: none, where the recipe has one
         parts.append(f"--time-budget {cfg.get('time_budget_hours') or 0:g}")
     if cfg.get("distill"):  # the teacher by its model directory's name (its results are another row)

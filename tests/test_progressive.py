@@ -28,6 +28,24 @@ class _Dummy:
     stop_training = False
 
 
+def _drive(budget: TimeBudget, now: list[float], low: int, full: int, took) -> list[int]:
+    """Run a bound TimeBudget through its phase, half the planned epochs at ``low`` px and the rest at
+    ``full``, epoch ``e`` at size ``s`` taking ``took(e, s)`` seconds on the fake clock ``now[0]``, until it
+    stops the phase; returns the sizes run."""
+    budget.set_model(_Dummy())
+    budget.on_train_begin()
+    sizes = []
+    for epoch in range(budget.max_epochs):
+        size = epoch_size(epoch, budget.epochs, low, full, 0.5)
+        budget.on_epoch_begin(epoch)
+        now[0] += took(epoch, size)
+        sizes.append(size)
+        budget.on_epoch_end(epoch)
+        if budget.model.stop_training:
+            break
+    return sizes
+
+
 def _run_budget(budget_s: float, seconds: dict[int, float], sized: bool) -> tuple[list[int], float, list[int]]:
     """Drive a TimeBudget through a 10-epoch phase, half at 32 px and half at 64 px, whose epochs take
     ``seconds[size]``; returns (the sizes run, the time used, the replans)."""
@@ -36,17 +54,7 @@ def _run_budget(budget_s: float, seconds: dict[int, float], sized: bool) -> tupl
     budget = TimeBudget(budget_s, on_replan=replans.append, clock=lambda: now[0])
     budget.bind(WarmupCosine(0.1, 100, 10), 10, 10, 0.0,
                 size_of=(lambda e, n: epoch_size(e, n, 32, 64, 0.5)) if sized else None)
-    budget.set_model(_Dummy())
-    budget.on_train_begin()
-    sizes = []
-    for epoch in range(10):
-        size = epoch_size(epoch, budget.epochs, 32, 64, 0.5)
-        budget.on_epoch_begin(epoch)
-        now[0] += seconds[size]
-        sizes.append(size)
-        budget.on_epoch_end(epoch)
-        if budget.model.stop_training:
-            break
+    sizes = _drive(budget, now, 32, 64, lambda epoch, size: seconds[size])
     return sizes, now[0], replans
 
 
@@ -95,16 +103,7 @@ def test_session_26s_epoch_times_replayed_give_the_epoch_that_fit():
     now, replans = [210.0], []
     budget = TimeBudget(1.9 * 3600, seconds_before=210.0, on_replan=replans.append, clock=lambda: now[0])
     budget.bind(WarmupCosine(2e-4, 14 * 782, 14), 782, 14, 0.0, size_of=lambda e, n: epoch_size(e, n, 128, 160, 0.5))
-    budget.set_model(_Dummy())
-    budget.on_train_begin()
-    sizes = []
-    for epoch, took in enumerate(seconds):
-        sizes.append(epoch_size(epoch, budget.epochs, 128, 160, 0.5))
-        budget.on_epoch_begin(epoch)
-        now[0] += took
-        budget.on_epoch_end(epoch)
-        if budget.model.stop_training:
-            break
+    sizes = _drive(budget, now, 128, 160, lambda epoch, size: seconds[epoch])
     assert replans == [10, 11] and sizes == [128] * 5 + [160] * 6
     assert now[0] == 6719.0 <= 1.9 * 3600
 

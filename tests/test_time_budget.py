@@ -120,32 +120,28 @@ def test_a_shortened_plan_grows_back_when_epochs_get_faster_but_not_beyond_the_p
     """A neighbour slows epochs 1-2 to 30 s: 100 s for 5 planned epochs cuts the plan to 3. Epoch 3 takes
     10 s: the mean (20 s) lets a fourth fit with half an epoch to spare, and the schedule is lengthened
     to end there; a fifth (40 s of the 30 s left) does not."""
-    clock, replans = _Clock(0.0), []
-    budget = TimeBudget(100.0, on_replan=replans.append, clock=clock)
-    schedule = WarmupCosine(0.1, 50, 5)
-    budget.bind(schedule, 10, 5, 0.1)
-    budget.model = _tiny_model()
-    budget.on_train_begin()
-    for seconds in (30.0, 30.0, 10.0, 10.0):
-        budget.on_epoch_begin(0)
-        clock.now += seconds
-        budget.on_epoch_end(len(budget.epoch_seconds))
-        if budget.model.stop_training:
-            break
+    def run(bound: int, epoch_seconds: tuple[float, ...]) -> tuple[TimeBudget, list[int]]:
+        clock.now, replans = 0.0, []
+        budget = TimeBudget(100.0, on_replan=replans.append, clock=clock)
+        budget.bind(WarmupCosine(0.1, 10 * bound, bound), 10, bound, 0.1)
+        budget.model = _tiny_model()
+        budget.on_train_begin()
+        for seconds in epoch_seconds:
+            budget.on_epoch_begin(0)
+            clock.now += seconds
+            budget.on_epoch_end(len(budget.epoch_seconds))
+            if budget.model.stop_training:
+                break
+        return budget, replans
+
+    clock = _Clock(0.0)
+    budget, replans = run(5, (30.0, 30.0, 10.0, 10.0))
     assert replans == [3, 4] and budget.epochs == 4 and budget.model.stop_training
-    assert schedule.total_steps == 40 and clock.now == 80.0 <= 100.0
+    assert budget.schedule.total_steps == 40 and clock.now == 80.0 <= 100.0
     # bound at 4 epochs: cut to 3 after two 30 s epochs, then a 1 s epoch leaves 39 s for epochs of
     # 15.5 s: two more would fit (5 in all), but the plan grows only to the phase's 4
     for bound, expected in ((4, [3, 4]), (5, [3, 5])):
-        clock.now, replans = 0.0, []
-        capped = TimeBudget(100.0, on_replan=replans.append, clock=clock)
-        capped.bind(WarmupCosine(0.1, 10 * bound, bound), 10, bound, 0.1)
-        capped.model = _tiny_model()
-        capped.on_train_begin()
-        for seconds in (30.0, 30.0, 1.0):
-            capped.on_epoch_begin(0)
-            clock.now += seconds
-            capped.on_epoch_end(len(capped.epoch_seconds))
+        capped, replans = run(bound, (30.0, 30.0, 1.0))
         assert replans == expected and capped.epochs == expected[-1]
 
 

@@ -111,11 +111,11 @@ class TimeBudget(keras.callbacks.Callback):
         of the time left to spare (so that one epoch's jitter does not lengthen and shorten the schedule
         in turn)."""
         left = self.budget - self.before - (self.clock() - self._start)
-        measured = set(self.epoch_sizes)
+        measured, spare = set(self.epoch_sizes), 0.5 * self.epoch_estimate()
         for n in range(self.max_epochs, done, -1):
             sizes = [self.size_of(e, n) for e in range(done, n)]
             need = sum(self.epoch_estimate(size) for size in sizes)
-            if n > self.epochs and (not measured.issuperset(sizes) or need + 0.5 * self.epoch_estimate() > left):
+            if n > self.epochs and (not measured.issuperset(sizes) or need + spare > left):
                 continue  # growing the plan: measured sizes only, with half an epoch to spare
             if need <= left:
                 return n
