@@ -176,6 +176,37 @@ def test_train_stops_within_budget_and_resume_keeps_the_plan(tiny_data_dir, tmp_
     assert json.loads((done.model_dir / "config.json").read_text())["time_budget_hours"] == 1e-7
 
 
+
+def test_a_resumed_run_can_grow_its_checkpointed_plan_back_to_the_recipe(tiny_data_dir, tmp_path, monkeypatch, caplog):
+    """Session 1: epochs of 100 s (a neighbour) in a 360 s budget cut 6 planned epochs to 3 after epoch 2,
+    and the run is interrupted there. Session 2 (``--resume``): epochs take 10 s, so the first one
+    measured grows the checkpointed plan of 3 back to the recipe's 6 (before, the resumed run was bound
+    to the plan of 3). Epoch times come from a fake clock (train_seconds stay real: a few seconds)."""
+    import functools
+
+    from edgeclf.train import loop
+
+    clock = _Clock(100.0)
+    monkeypatch.setattr(loop, "TimeBudget", functools.partial(TimeBudget, clock=clock))
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    first = train(_cfg(tiny_data_dir, tmp_path, epochs=6, time_budget_hours=0.1), progress=False,
+                  extra_callbacks=[clock.callback(), Interrupt()])
+    assert first.interrupted and _epochs(first.model_dir) == ["1", "2"]
+    state = json.loads((tmp_path / ".run.partial" / "state.json").read_text())
+    assert state["planned_epochs"] == {"train": 3}
+    clock.seconds = 10.0
+    with caplog.at_level("INFO", logger="edgeclf.train.budget"):
+        done = resume(tmp_path / "run", progress=False, extra_callbacks=[clock.callback()])
+    assert _epochs(done.model_dir) == ["1", "2", "3", "4", "5", "6"]
+    assert "can run 6 epochs again instead of 3" in caplog.text
+    m = json.loads((done.model_dir / "metrics.json").read_text())
+    assert m["epochs_run"] == 6 and m["epochs_planned"] == {"train": 6} and m["resumed"] == 1
+
 def test_cli_time_budget_option(tiny_data_dir, tmp_path):
     with pytest.raises(ConfigError, match="time_budget_hours"):
         _cfg(tiny_data_dir, tmp_path, time_budget_hours=0.0)

@@ -16,7 +16,8 @@ second 549 s; planning from the first cut 14 planned epochs to 10 for good, wher
 when later epochs measure faster and the extra epochs fit with half an epoch to spare, but only from
 measured times: every input size the remaining epochs would use must have been measured. Ultralytics'
 ``time=`` argument is the anchor (it overrides the epochs from the first epoch's time and rebuilds its
-scheduler); unlike it, edgeclf never adds epochs beyond the recipe's.
+scheduler); unlike it, edgeclf never adds epochs beyond the recipe's. A resumed run starts from its
+checkpointed plan (``planned``) and can grow it back to the phase's epochs in the same way.
 
 With progressive resizing (:mod:`edgeclf.train.progressive`) the epochs of a phase differ in size:
 the budget then estimates each size's epoch time from the epochs measured at that size, and a size
@@ -49,18 +50,22 @@ class TimeBudget(keras.callbacks.Callback):
         seconds_before: training seconds already spent (earlier phases, earlier sessions of a resumed run).
         on_replan: called with the new number of epochs of this phase whenever it changes (the
             training loop records it in the run checkpoint, so ``--resume`` keeps the plan).
+        planned: the plan to start from when it is shorter than the epochs :meth:`bind` is given (a
+            resumed run's checkpointed plan; ``fit`` then runs up to the phase's epochs, so the plan can
+            grow back to them). None: the epochs given to :meth:`bind`.
         clock: monotonic seconds (``time.perf_counter``; tests pass a fake clock).
 
     Use :meth:`bind` before ``fit`` (``edgeclf.train.fit.fit`` does it when given ``budget=``).
     """
 
     def __init__(self, budget_seconds: float, seconds_before: float = 0.0,
-                 on_replan: Callable[[int], None] | None = None, clock: Callable[[], float] = time.perf_counter):
+                 on_replan: Callable[[int], None] | None = None, clock: Callable[[], float] = time.perf_counter,
+                 planned: int | None = None):
         super().__init__()
         if budget_seconds <= 0:
             raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}")
         self.budget, self.before = float(budget_seconds), float(seconds_before)
-        self.on_replan, self.clock = on_replan, clock
+        self.on_replan, self.clock, self.planned = on_replan, clock, planned
         self.schedule: WarmupCosine | None = None
         self.epochs = self.max_epochs = self.steps_per_epoch = 0
         self.warmup_fraction = 0.0
@@ -73,12 +78,16 @@ class TimeBudget(keras.callbacks.Callback):
         """The schedule of this ``fit`` (``epochs`` epochs of ``steps_per_epoch`` steps) to shorten.
 
         ``size_of(epoch, epochs)``: the input size in pixels per side of ``epoch`` (0-based) when the
-        phase has ``epochs`` epochs, for progressive resizing; None = every epoch the same size."""
-        self.schedule, self.steps_per_epoch, self.epochs = schedule, int(steps_per_epoch), int(epochs)
-        self.max_epochs = self.epochs
+        phase has ``epochs`` epochs, for progressive resizing; None = every epoch the same size. With a
+        shorter ``planned`` plan (a resumed run) the schedule is re-planned to it at once."""
+        self.schedule, self.steps_per_epoch, self.max_epochs = schedule, int(steps_per_epoch), int(epochs)
+        self.epochs = min(self.planned or self.max_epochs, self.max_epochs)
         self.warmup_fraction = float(warmup_fraction)
         if size_of is not None:
             self.size_of = size_of
+        if self.epochs < self.max_epochs:
+            total = self.epochs * self.steps_per_epoch
+            schedule.replan(total, warmup_steps_of(total, self.warmup_fraction))
 
     def on_train_begin(self, logs=None):
         self._start = self.clock()
@@ -128,8 +137,10 @@ class TimeBudget(keras.callbacks.Callback):
         self.epoch_sizes.append(self.size_of(epoch, self.epochs))
         done = epoch + 1
         fit_in = self.epochs_that_fit(done)
-        if done == 1 and fit_in > done:
-            return  # the first epoch (tracing, one-off slowdowns) re-plans only if no second epoch fits
+        if len(self.epoch_seconds) == 1 and done < fit_in < self.epochs:
+            # the first epoch of this fit (tracing, one-off slowdowns) shortens the plan only if no second
+            # epoch fits; it may lengthen a resumed run's plan (its time, tracing included, errs long)
+            fit_in = self.epochs
         if fit_in != self.epochs:
             if fit_in < self.epochs:
                 log.info("time budget %g h: epochs take %.0f s here, so this phase runs %d of its %d epochs "

@@ -252,7 +252,7 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
     for i, (phase, epochs, lr, layers) in enumerate(phases):
         if i < done:
             continue
-        epochs = int(planned.get(phase, epochs))  # a time budget may have shortened it in an earlier session
+        recipe_epochs, epochs = epochs, int(planned.get(phase, epochs))  # a time budget may have shortened it
         if layers is not None:
             n = spec.make_base_trainable(model, layers, cfg.train_bn)
             log.info("phase %s: %d epochs, lr %g, %d trainable base layers", phase, epochs, lr, n)
@@ -277,7 +277,9 @@ def _train_phases(cfg, spec, model, ds, ckpt: RunCheckpoint, teacher, class_weig
         budget = None
         if cfg.time_budget_hours and last:
             budget = TimeBudget(cfg.time_budget_hours * 3600, float(ckpt.state["train_seconds"]),
-                                on_replan=lambda n, phase=phase: planned.__setitem__(phase, n))
+                                on_replan=lambda n, phase=phase: planned.__setitem__(phase, n), planned=epochs)
+            if len(rows) < epochs:  # fit up to the recipe's epochs: the budget runs the plan and may grow it back
+                epochs = recipe_epochs
         fit(model, ds.train, ds.num_classes, plan, epochs, [state, backup, *extra_callbacks],
             validation=ds.val, class_weight=class_weight, budget=budget)
         if state.stopped:  # as EarlyStopping(restore_best_weights=True)
