@@ -1,13 +1,17 @@
 """Compare two trained models on the same test images (an A/B of a training change).
 
-    python benchmarks/paired_eval.py A_DIR B_DIR --data ../shared/datasets/cifar10-jpg
+    python benchmarks/paired_eval.py A_DIR B_DIR                      # their predictions.npz (edgeclf train)
+    python benchmarks/paired_eval.py A_DIR B_DIR --data ../shared/datasets/cifar10-jpg   # evaluate model.keras
     python benchmarks/paired_eval.py benchmarks/results/RUN_A/predictions.npz benchmarks/results/RUN_B/predictions.npz
 
-A and B are model directories (model.keras, evaluated here on the test split of ``--data``) or the
-``predictions.npz`` that ``edgeclf bench`` keeps beside bench.json (no model needed, so runs whose
-model directories are gone can still be paired). From an npz the row is chosen with ``--row-a`` /
-``--row-b``, a substring of its name (default: the float original, ``keras tf.function``); both
-files must hold the same test labels in the same order.
+A and B are model directories or ``predictions.npz`` files (:mod:`edgeclf.predictions`): the one
+``edgeclf train`` writes into the model directory (since 2026-12-04, session 27) or the one ``edgeclf
+bench`` keeps beside bench.json (no model needed, so runs whose model directories are gone can still
+be paired). A model directory is read from its predictions.npz, or, with ``--data`` (or without that
+file), its model.keras is evaluated on the test split of ``--data``. From an npz the row is chosen
+with ``--row-a`` / ``--row-b``, a substring of its name (default: the float original, bench's
+``keras tf.function`` row or training's ``keras | fp32`` row); both files must hold the same test
+labels in the same order.
 
 Prints each model's test top-1 and McNemar's exact test on the images where exactly one of them is
 right (b: only A right, c: only B right; two-sided binomial test of b vs c with p = 0.5, McNemar
@@ -27,8 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from edgeclf.bench.predictions import read_predictions  # noqa: E402
 from edgeclf.errors import DataError  # noqa: E402
+from edgeclf.predictions import FILE, TRAIN_ROW, read_predictions  # noqa: E402
 
 
 def mcnemar_exact_p(b: int, c: int) -> float:
@@ -37,16 +41,22 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n) if n else 1.0
 
 
-def from_npz(path: str, row: str) -> tuple[str, np.ndarray, np.ndarray]:
-    """(name, labels, predicted classes) of the one row of a bench predictions.npz whose name contains ``row``."""
+#: The float original's row, in the order tried when no row is given: bench's, then training's.
+FLOAT_ROWS = ("keras tf.function |", TRAIN_ROW)
+
+
+def from_npz(path: str, row: str | None) -> tuple[str, np.ndarray, np.ndarray]:
+    """(name, labels, predicted classes) of the one row of a predictions.npz whose name contains ``row``
+    (None: the float original, the first of :data:`FLOAT_ROWS` that matches one row)."""
     try:
         labels, rows = read_predictions(path)
     except DataError as exc:
         sys.exit(f"Error: {exc}")
-    hits = [name for name in rows if row in name]
-    if len(hits) != 1:
-        sys.exit(f"{path}: {len(hits)} rows match {row!r}; rows: {', '.join(rows)}")
-    return f"{path} [{hits[0]}]", labels, rows[hits[0]]
+    for wanted in (row,) if row is not None else FLOAT_ROWS:
+        hits = [name for name in rows if wanted in name]
+        if len(hits) == 1:
+            return f"{path} [{hits[0]}]", labels, rows[hits[0]]
+    sys.exit(f"{path}: no single row matches {row or ' or '.join(FLOAT_ROWS)!r}; rows: {', '.join(rows)}")
 
 
 def from_model_dir(path: str, data: str | None, cache: dict) -> tuple[str, np.ndarray, np.ndarray]:
@@ -56,7 +66,7 @@ def from_model_dir(path: str, data: str | None, cache: dict) -> tuple[str, np.nd
     from edgeclf.train.evaluate import predict_source
 
     if data is None:
-        sys.exit(f"{path}: a model directory needs --data")
+        sys.exit(f"{path}: no predictions.npz in this model directory: give --data to evaluate its model.keras")
     if "test" not in cache:
         cache["test"] = load_dataset(DataConfig(source=data, val_split=0.0), progress=False).test
     probs, labels = predict_source(load_keras_model(path), cache["test"])
@@ -65,15 +75,18 @@ def from_model_dir(path: str, data: str | None, cache: dict) -> tuple[str, np.nd
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", help="A: model directory (model.keras) or bench predictions.npz")
-    ap.add_argument("b", help="B: model directory (model.keras) or bench predictions.npz")
-    ap.add_argument("--data", help="dataset whose test split model directories are evaluated on")
-    ap.add_argument("--row-a", default="keras tf.function |", help="row of A's predictions.npz (substring)")
-    ap.add_argument("--row-b", default="keras tf.function |", help="row of B's predictions.npz (substring)")
+    ap.add_argument("a", help="A: model directory or predictions.npz")
+    ap.add_argument("b", help="B: model directory or predictions.npz")
+    ap.add_argument("--data", help="evaluate model directories' model.keras on this dataset's test split "
+                                   "(default: read their predictions.npz)")
+    ap.add_argument("--row-a", help="row of A's predictions.npz (substring; default: the float original)")
+    ap.add_argument("--row-b", help="row of B's predictions.npz (substring; default: the float original)")
     args = ap.parse_args()
     cache: dict = {}
     right, labels_of = [], []
     for path, row in ((args.a, args.row_a), (args.b, args.row_b)):
+        if not path.endswith(".npz") and args.data is None and os.path.isfile(os.path.join(path, FILE)):
+            path = os.path.join(path, FILE)
         name, labels, pred = from_npz(path, row) if path.endswith(".npz") else from_model_dir(path, args.data, cache)
         right.append(pred == labels)
         labels_of.append(labels)

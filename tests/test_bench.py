@@ -168,7 +168,7 @@ def test_predictions_npz_reproduces_the_table(bench_run):
     """predictions.npz holds each measured row's per-image top-1: its accuracy and agreement are bench.md's."""
     import numpy as np
 
-    from edgeclf.bench.predictions import read_predictions, row_key
+    from edgeclf.predictions import read_predictions, row_key
 
     _, out, _ = bench_run
     md, _ = _rows(out)
@@ -187,7 +187,7 @@ def test_paired_eval_pairs_two_prediction_files(tmp_path):
     """benchmarks/paired_eval.py on two predictions.npz: McNemar counts of the chosen rows, labels checked."""
     import numpy as np
 
-    from edgeclf.bench.predictions import write_predictions
+    from edgeclf.predictions import write_predictions
 
     labels = np.arange(40) % 10
     a = labels.copy()
@@ -202,6 +202,15 @@ def test_paired_eval_pairs_two_prediction_files(tmp_path):
     assert "test top-1 0.8500 on 40 images" in run.stdout  # A: 34 of 40
     assert "test top-1 0.9000 on 40 images" in run.stdout  # B: 36 of 40
     assert "only A right 2, only B right 4" in run.stdout and "p = 0.688" in run.stdout  # 2 * P(X <= 2 | 6, 1/2)
+    # a model directory is read from the predictions.npz that edgeclf train wrote into it (its keras row)
+    from edgeclf.predictions import TRAIN_ROW
+
+    (tmp_path / "run_b").mkdir()
+    write_predictions(tmp_path / "run_b" / "predictions.npz", labels, {TRAIN_ROW: b})
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "a.npz"), str(tmp_path / "run_b")],
+                         capture_output=True, text=True, check=True)
+    assert "run_b/predictions.npz [keras | fp32 | model.keras]: test top-1 0.9000" in run.stdout
+    assert "only A right 2, only B right 4" in run.stdout
     write_predictions(tmp_path / "c.npz", labels[::-1], {"keras tf.function | fp32 | model.keras": b})
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "a.npz"), str(tmp_path / "c.npz")],
                          capture_output=True, text=True)

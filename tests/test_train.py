@@ -28,7 +28,7 @@ from edgeclf.train.config import ClassWeight, Optimizer, TrainConfig
 from edgeclf.train.evaluate import evaluate_model
 
 MODEL_DIR_FILES = ("model.keras", "config.json", "labels.txt", "history.csv", "curves.png",
-                   "confusion_matrix.png", "metrics.json")
+                   "confusion_matrix.png", "metrics.json", "predictions.npz")
 
 
 def _tiny_cfg(data_dir: Path, out: Path, **kw) -> TrainConfig:
@@ -107,6 +107,14 @@ def test_metrics_json_is_complete_and_consistent(one_epoch):
     cm = np.asarray(m["confusion_matrix"])
     assert cm.shape == (3, 3) and cm.sum() == 90
     assert m["top1_acc"] == pytest.approx(np.trace(cm) / 90, abs=1e-4)
+    # predictions.npz: each test image's label and predicted class, the same counts as the confusion matrix
+    from edgeclf.predictions import TRAIN_ROW, read_predictions
+
+    labels, rows = read_predictions(result.model_dir / "predictions.npz")
+    assert list(rows) == [TRAIN_ROW] and labels.shape == (90,)
+    counts = np.zeros((3, 3), int)
+    np.add.at(counts, (labels, rows[TRAIN_ROW]), 1)
+    np.testing.assert_array_equal(counts, cm)
     model = load_keras_model(result.model_dir)
     assert m["params"] == model.count_params()
     assert m["flops_per_image"] == 2 * m["macs_per_image"] == 2 * count_macs(model)
@@ -303,11 +311,13 @@ def test_cli_train_with_limit_then_eval(tiny_data_dir, tmp_path):
 
     before = (d / "metrics.json").read_text()
     (d / "metrics.json").unlink()
+    (d / "predictions.npz").unlink()
     r = _run_cli(["eval", d])
     assert r.exit_code == 0, r.output
     m2 = json.loads((d / "metrics.json").read_text())
     assert f"test top-1 accuracy {m2['top1_acc']:.4f}" in r.output and "on 12 images" in r.output
     assert m2["top1_acc"] == m["top1_acc"] and m2["confusion_matrix"] == m["confusion_matrix"]
+    assert (d / "predictions.npz").is_file()  # eval writes the predictions it evaluated
     # with metrics.json present, eval keeps the training facts
     (d / "metrics.json").write_text(before)
     assert _run_cli(["eval", d]).exit_code == 0

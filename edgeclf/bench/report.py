@@ -14,8 +14,8 @@ from pathlib import Path
 from edgeclf._io import write_json, write_text
 from edgeclf._machine import cpu_id_label
 from edgeclf.bench.config import COLUMNS, BenchConfig, BenchResult, BenchRow, Status
-from edgeclf.bench.predictions import FILE as PREDICTIONS_FILE
-from edgeclf.bench.predictions import write_predictions
+from edgeclf.predictions import FILE as PREDICTIONS_FILE
+from edgeclf.predictions import write_predictions
 
 NA = "n/a"
 _FORMATS = {"top1_acc": "{:.4f}", "acc_drop_pp": "{:+.2f}", "top1_agreement": "{:.4f}",

@@ -24,8 +24,8 @@ from edgeclf._io import gzip_size, write_json
 from edgeclf._machine import load_average, machine_facts
 from edgeclf.bench._worker_base import PARENT_ENV
 from edgeclf.bench.config import BenchConfig, BenchResult, BenchRow, Status
-from edgeclf.bench.predictions import row_key
 from edgeclf.errors import DataError, one_line
+from edgeclf.predictions import row_key
 from edgeclf.runtime.loader import ENGINES, verify_artifact
 from edgeclf.runtime.manifest import ArtifactEntry, ArtifactStatus, Format, Manifest, Precision, read_manifest
 

@@ -10,6 +10,8 @@ import numpy as np
 
 from edgeclf._io import write_json
 from edgeclf.metrics import confusion_matrix, cross_entropy, per_class_report, top1_accuracy
+from edgeclf.predictions import FILE as PREDICTIONS_FILE
+from edgeclf.predictions import TRAIN_ROW, write_predictions
 
 
 def predict_probs(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -40,11 +42,17 @@ def predict_source(model, source, batch_size: int = 256) -> tuple[np.ndarray, np
     return np.concatenate(probs), np.asarray(source.labels)[np.concatenate(idx)]
 
 
-def evaluate_source(model, source, class_names: list[str]) -> dict:
+def evaluate_source(model, source, class_names: list[str]) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """:func:`evaluate_model` on an image source (in memory or streamed from disk); ``n_test`` counts
-    the images that decoded."""
+    the images that decoded.
+
+    Returns:
+        (metrics as :func:`evaluate_model`'s, (int (M,) labels, int (M,) predicted classes) of the
+        images that decoded, in evaluation order: what :func:`write_eval_artifacts` keeps as
+        predictions.npz).
+    """
     probs, y = predict_source(model, source)
-    return _metrics(probs, y, class_names)
+    return _metrics(probs, y, class_names), (y, probs.argmax(axis=1))
 
 
 def evaluate_model(model, x: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
@@ -72,11 +80,17 @@ def _metrics(probs: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
     }
 
 
-def write_eval_artifacts(model_dir: Path, metrics: dict, history: list[dict] | None) -> None:
-    """Write metrics.json, confusion_matrix.png and (with a history) curves.png into ``model_dir``."""
+def write_eval_artifacts(model_dir: Path, metrics: dict, history: list[dict] | None,
+                         predictions: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Write metrics.json, confusion_matrix.png, (with a history) curves.png and (with ``predictions``,
+    (labels (N,), predicted classes (N,)) as :func:`evaluate_source` returns them) predictions.npz
+    (:mod:`edgeclf.predictions`, row :data:`~edgeclf.predictions.TRAIN_ROW`) into ``model_dir``."""
     from edgeclf.train.plots import confusion_matrix_plot, training_curves
 
     write_json(model_dir / "metrics.json", metrics)
+    if predictions is not None:
+        labels, top1 = predictions
+        write_predictions(model_dir / PREDICTIONS_FILE, labels, {TRAIN_ROW: top1})
     names = list(metrics["per_class"])
     confusion_matrix_plot(np.asarray(metrics["confusion_matrix"]), names, model_dir / "confusion_matrix.png",
                           title=f"test top-1 {metrics['top1_acc']:.2%} ({metrics['n_test']} images)")
@@ -87,7 +101,8 @@ def write_eval_artifacts(model_dir: Path, metrics: dict, history: list[dict] | N
 def evaluate_dir(model_dir: Path, data: str | None = None) -> dict:
     """Evaluate ``model_dir``'s model.keras on the test split of its config's data (or ``data``).
 
-    Rewrites metrics.json (keeping training facts) and confusion_matrix.png. Returns the metrics.
+    Rewrites metrics.json (keeping training facts), confusion_matrix.png and predictions.npz. Returns
+    the metrics.
 
     Raises:
         FileNotFoundError / ValueError: not a model directory or a malformed one.
@@ -104,6 +119,7 @@ def evaluate_dir(model_dir: Path, data: str | None = None) -> dict:
     check_num_classes(Path(model_dir) / "model.keras", int(model.output_shape[-1]), dcfg.source, ds.class_names)
     metrics_path = Path(model_dir) / "metrics.json"
     old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    m = {**old, **evaluate_source(model, ds.test, ds.class_names)}
-    write_eval_artifacts(Path(model_dir), m, None)
+    metrics, predictions = evaluate_source(model, ds.test, ds.class_names)
+    m = {**old, **metrics}
+    write_eval_artifacts(Path(model_dir), m, None, predictions)
     return m

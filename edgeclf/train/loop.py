@@ -2,7 +2,8 @@
 continues an interrupted run from its checkpoint.
 
 Model directory (see DESIGN.md): model.keras (float32), config.json, labels.txt, history.csv,
-curves.png, confusion_matrix.png, metrics.json, machine.json (the CPU it trained on). Its files are written into a temporary directory
+curves.png, confusion_matrix.png, metrics.json, predictions.npz (each test image's predicted class),
+machine.json (the CPU it trained on). Its files are written into a temporary directory
 that replaces ``out/name`` only when everything succeeded. While training, the run checkpoint
 ``out/.name.partial/`` (:mod:`edgeclf.train.checkpoint`) is updated after every epoch; it is deleted
 when the model directory is in place and kept when the run is interrupted or crashes.
@@ -354,7 +355,7 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
     try:
         if cfg.mixed_precision:
             model = _float32_copy(model, cfg, ds.input_shape, ds.num_classes, work)
-        metrics = evaluate_source(model, ds.test, ds.class_names)
+        metrics, predictions = evaluate_source(model, ds.test, ds.class_names)
         best = ckpt.state["best_acc"]
         metrics.update({
             "model": cfg.model.name, "dataset": ds.name, "test_split": ds.test_split_name,
@@ -376,7 +377,7 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
             write_text(work / "labels.txt", "\n".join(ds.class_names) + "\n")
             write_text(work / "history.csv", _history_csv(history))
             write_json(work / "machine.json", _machine_record(ckpt.state["machines"]))
-            write_eval_artifacts(work, metrics, history)
+            write_eval_artifacts(work, metrics, history, predictions)
         replace_dir(work, out_dir)
     except BaseException:
         ckpt.close()
