@@ -20,6 +20,7 @@ from edgeclf.train.budget import TimeBudget
 from edgeclf.train.config import Optimizer
 from edgeclf.train.distill import Teacher, distill_datasets, distillation_loss, label_accuracy
 from edgeclf.train.ema import EMAValidation
+from edgeclf.train.eta import EpochETA
 from edgeclf.train.mixup import mixup
 from edgeclf.train.progressive import ProgressiveResize, resize_layer
 from edgeclf.train.schedules import WarmupCosine, warmup_steps_of
@@ -212,7 +213,7 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
     try:
         return model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
                          callbacks=[checks, ExactStepCount(), *([resize] if resize else []), EMAValidation(),
-                                    *([budget] if budget else []), *callbacks],
+                                    *([budget] if budget else []), EpochETA(epochs, budget), *callbacks],
                          class_weight=class_weight,
                          verbose=1 if log.isEnabledFor(logging.INFO) else 2)
     finally:
