@@ -30,7 +30,7 @@ RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-
         "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160",
         "cifar10-mobilenet_v2-trainbn", "cifar10-mobilenet_v2-trainbn-nearest",
         "cifar10-mobilenet_v2-trainbn-160", "cifar10-mobilenet_v2-trainbn-160-14ep", "cifar10-mobilenet_v2-zen4",
-        "cifar10-mobilenet_v2-progressive-zen4")
+        "cifar10-mobilenet_v2-progressive-zen4", "cifar10-mobilenet_v2-zen4-s27")
 # runs trained before their architecture was renamed: results dir -> today's --model name
 # (round 1 and round 2's first `cnn` was the ResNet-9 layout, now `cnn-resnet9`)
 RENAMED = {"cifar10-cnn-w16": "cnn-resnet9", "cifar10-cnn-resnet9": "cnn-resnet9"}
