@@ -69,7 +69,8 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray
         DataError: the file is missing, not an npz, or lacks ``labels``/``rows``/``predictions``.
     """
     if not Path(path).is_file():
-        raise DataError(f"{path}: no such file (edgeclf train writes predictions.npz into the model directory, bench beside bench.json)")
+        raise DataError(f"{path}: no such file (edgeclf train writes predictions.npz into the model "
+                        "directory, bench beside bench.json)")
     try:
         with np.load(path, allow_pickle=False) as z:
             labels, rows, preds = z["labels"], z["rows"], z["predictions"]

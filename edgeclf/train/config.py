@@ -144,7 +144,8 @@ class TrainConfig:
         time_budget_hours: wall-clock budget of the whole run in hours (None = none): the last
             phase's epochs are re-planned after each epoch so the run ends within it, the learning-rate
             schedule shortened to still decay to 0, or lengthened again when later epochs measure
-            faster (:mod:`edgeclf.train.budget`); never more epochs than ``epochs``. Not with ``distribute`` multi-worker.
+            faster (:mod:`edgeclf.train.budget`); never more epochs than ``epochs``. Not with
+            ``distribute`` multi-worker.
         name, out: the model directory is ``out/name``; the run's checkpoint is ``out/.name.partial``.
     """
 
