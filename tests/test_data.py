@@ -20,6 +20,7 @@ from edgeclf.data import (
     balanced_class_weights,
     load_dataset,
     native_size,
+    open_test_split,
 )
 from edgeclf.data.builtin import FASHION_MNIST_IDX_DIR, load_fashion_mnist_idx, read_idx
 from edgeclf.data.dataset import representative_images, stratified_split, stratified_subset
@@ -88,6 +89,35 @@ def test_one_tree_layout_holds_out_test_and_val(tmp_path):
     # val_split 0 still holds out a 10 % test split, and no validation split
     ds0 = _load(root, val_split=0.0)
     assert len(ds0.x_val) == 0 and np.bincount(ds0.y_test).tolist() == [3, 3, 3]
+
+
+@pytest.mark.parametrize("layout", ["test-folder", "held-out"])
+def test_open_test_split_is_the_dataset_test_split(tmp_path, layout):
+    if layout == "test-folder":
+        root = write_image_folders(tmp_path / "d", n_train=20, n_test=7)
+    else:
+        root = _one_tree(tmp_path / "flat", {c: 30 for c in TINY_CLASSES})
+    for kw in ({}, {"limit": 45, "seed": 5}):
+        cfg = DataConfig(source=str(root), val_split=0.2, **kw)
+        ds = load_dataset(cfg, progress=False)
+        test, classes = open_test_split(cfg, progress=False)
+        assert classes == ds.class_names
+        np.testing.assert_array_equal(test.labels, ds.y_test)  # same images, same order
+        np.testing.assert_array_equal(test.x, ds.x_test)
+    assert len(test) == len(ds.y_test) > 0
+
+
+def test_open_test_split_never_decodes_the_training_images(tmp_path):
+    root = write_image_folders(tmp_path / "d", n_train=6, n_test=4)
+    for f in (root / "train").rglob("*.png"):
+        f.write_bytes(b"not an image")
+    cfg = DataConfig(source=str(root), val_split=0.0, image_size=(32, 32))
+    with pytest.raises(DataError, match=str(root / "train")):
+        load_dataset(cfg, progress=False)  # the whole dataset needs the training images
+    test, classes = open_test_split(cfg, progress=False)
+    assert classes == list(TINY_CLASSES) and np.bincount(test.labels).tolist() == [4, 4, 4]
+    first = cv2.cvtColor(cv2.imread(str(root / "test" / "blobs" / "0000.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(test.x[0], first)
 
 
 def test_test_split_with_other_classes_is_refused(tmp_path):

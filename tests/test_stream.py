@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import write_image_folders
 
-from edgeclf.data import DataConfig, Dataset, load_dataset, open_dataset
+from edgeclf.data import DataConfig, Dataset, load_dataset, open_dataset, open_test_split
 from edgeclf.errors import ConfigError, DataError
 
 
@@ -36,6 +36,16 @@ def test_stream_gives_the_in_memory_pixels_and_splits(folder):
         assert len(split) == len(y_mem) and sorted(i.tolist()) == list(range(len(y_mem)))
         np.testing.assert_array_equal(split.labels, y_mem)  # same stratified split, same order
         np.testing.assert_array_equal(x, x_mem[i].astype(np.float32))  # the one preprocessing definition
+
+
+def test_streamed_test_split_alone_matches_the_in_memory_one(folder):
+    cfg = DataConfig(source=str(folder), val_split=0.2, seed=1, image_size=(24, 20))
+    mem = load_dataset(cfg, progress=False)
+    test, classes = open_test_split(DataConfig(**{**cfg.to_dict(), "image_size": (24, 20), "stream": True}))
+    assert classes == mem.class_names and test.cache is None  # evaluation writes no tf.data cache
+    x, i = _collect(test)
+    np.testing.assert_array_equal(test.labels, mem.y_test)
+    np.testing.assert_array_equal(x, mem.x_test[i].astype(np.float32))
 
 
 def test_training_batches_are_shuffled_labelled_and_complete(folder):

@@ -333,6 +333,18 @@ def test_cli_eval_on_the_session_model(tiny_model_dir, tmp_path):
     assert f"test top-1 accuracy {m['top1_acc']:.4f}" in r.output
 
 
+def test_cli_eval_reads_only_the_test_split(tiny_model_dir, tiny_data_dir, tmp_path):
+    d = Path(shutil.copytree(tiny_model_dir, tmp_path / "copy"))
+    data = Path(shutil.copytree(tiny_data_dir, tmp_path / "data"))
+    for cls in TINY_CLASSES:  # every training image but one per class (the size probe's) is broken
+        for f in sorted((data / "train" / cls).iterdir())[1:]:
+            f.write_bytes(b"not an image")
+    m = json.loads((d / "metrics.json").read_text())
+    r = _run_cli(["eval", d, "--data", data])
+    assert r.exit_code == 0, r.output
+    assert f"test top-1 accuracy {m['top1_acc']:.4f}" in r.output and f"on {m['n_test']} images" in r.output
+
+
 def _one_line_error(r, *parts: str) -> None:
     assert r.exit_code == 1, r.output
     lines = r.output.strip().splitlines()

@@ -101,25 +101,25 @@ def write_eval_artifacts(model_dir: Path, metrics: dict, history: list[dict] | N
 def evaluate_dir(model_dir: Path, data: str | None = None) -> dict:
     """Evaluate ``model_dir``'s model.keras on the test split of its config's data (or ``data``).
 
-    Rewrites metrics.json (keeping training facts), confusion_matrix.png and predictions.npz. Returns
+    Only the test split is decoded (:func:`edgeclf.data.open_test_split`). Rewrites metrics.json (keeping training facts), confusion_matrix.png and predictions.npz. Returns
     the metrics.
 
     Raises:
         FileNotFoundError / ValueError: not a model directory or a malformed one.
         edgeclf.errors.DataError: the data can't be loaded.
     """
-    from edgeclf.data import open_dataset
+    from edgeclf.data import open_test_split
     from edgeclf.models.io import load_keras_model
     from edgeclf.train.config import check_num_classes, load_config, saved_data_config
 
     cfg = load_config(model_dir)
     dcfg = saved_data_config(model_dir, cfg, data)
     model = load_keras_model(model_dir)
-    ds = open_dataset(dcfg, channels=int(model.input_shape[-1]))
-    check_num_classes(Path(model_dir) / "model.keras", int(model.output_shape[-1]), dcfg.source, ds.class_names)
+    test, class_names = open_test_split(dcfg, channels=int(model.input_shape[-1]))
+    check_num_classes(Path(model_dir) / "model.keras", int(model.output_shape[-1]), dcfg.source, class_names)
     metrics_path = Path(model_dir) / "metrics.json"
     old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics, predictions = evaluate_source(model, ds.test, ds.class_names)
+    metrics, predictions = evaluate_source(model, test, class_names)
     m = {**old, **metrics}
     write_eval_artifacts(Path(model_dir), m, None, predictions)
     return m
