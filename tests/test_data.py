@@ -105,6 +105,12 @@ def test_open_test_split_is_the_dataset_test_split(tmp_path, layout):
         np.testing.assert_array_equal(test.labels, ds.y_test)  # same images, same order
         np.testing.assert_array_equal(test.x, ds.x_test)
     assert len(test) == len(ds.y_test) > 0
+    # a stratified subset, chosen before decoding, is the full split's subset (bench --test-samples)
+    sub, _ = open_test_split(cfg, progress=False, samples=6, sample_seed=2)
+    x6, y6 = ds.test.sample(6, 2)
+    assert len(sub) == 6 and len(set(sub.labels.tolist())) == 3
+    np.testing.assert_array_equal(sub.labels, y6)
+    np.testing.assert_array_equal(sub.x, x6)
 
 
 def test_open_test_split_never_decodes_the_training_images(tmp_path):

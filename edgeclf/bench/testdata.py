@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf.data.config import DataConfig
-from edgeclf.data.dataset import stratified_subset
 from edgeclf.errors import ConfigError
 from edgeclf.train.config import load_config, saved_data_config
 
@@ -34,7 +33,8 @@ def data_config(model_dir: Path, source: str | None, size: tuple[int, int]) -> D
 
 def load_test_split(cfg: DataConfig, channels: int, samples: int | None, seed: int,
                     progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Load the test split ``cfg`` names (only the test split when the data is a folder with one).
+    """Load the test split ``cfg`` names into memory, without decoding its training images
+    (:func:`edgeclf.data.open_test_split`).
 
     Args:
         cfg: from :func:`data_config`.
@@ -48,23 +48,7 @@ def load_test_split(cfg: DataConfig, channels: int, samples: int | None, seed: i
     Raises:
         edgeclf.data.DataError: the data can't be found or decoded.
     """
-    from edgeclf.data import load_dataset
-    from edgeclf.data.folders import detect_layout, list_class_files, load_images
+    from edgeclf.data import open_test_split
 
-    root = Path(cfg.source).expanduser()
-    if cfg.source not in ("cifar10", "fashion_mnist") and root.is_dir():
-        _, test_root, test_name = detect_layout(root)
-        if test_root is not None:
-            classes, files, labels = list_class_files(test_root)
-            if samples is not None:
-                keep = stratified_subset(labels, samples, seed)
-                files, labels = [files[i] for i in keep], labels[keep]
-            x, y = load_images(files, labels, tuple(cfg.image_size), channels, cfg.max_bad_fraction,
-                               f"{test_root} ({test_name})", progress)
-            return x, y.astype(np.int64), classes
-    ds = load_dataset(cfg, channels=channels, progress=progress)
-    x, y = ds.x_test, ds.y_test
-    if samples is not None:
-        keep = stratified_subset(y, samples, seed)
-        x, y = x[keep], y[keep]
-    return x, np.asarray(y, dtype=np.int64), list(ds.class_names)
+    split, classes = open_test_split(replace(cfg, stream=False), channels, progress, samples, seed)  # in memory
+    return split.x, np.asarray(split.labels, dtype=np.int64), classes

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeclf.data.builtin import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, load_cifar10, load_fashion_mnist
 from edgeclf.data.config import AugmentConfig, DataConfig
-from edgeclf.data.dataset import ArraySplit, Dataset, balanced_class_weights, stratified_split, stratified_subset
+from edgeclf.data.dataset import (
+    ArraySplit,
+    Dataset,
+    balanced_class_weights,
+    stratified_split,
+    stratified_subset,
+)
 from edgeclf.data.folders import (
     DataError,
     FolderPlan,
@@ -178,7 +185,8 @@ def open_dataset(cfg: DataConfig, channels: int = 3, progress: bool = True, cach
     return FileDataset.from_plan(plan, cfg, channels, cache_dir)
 
 
-def open_test_split(cfg: DataConfig, channels: int = 3, progress: bool = True):
+def open_test_split(cfg: DataConfig, channels: int = 3, progress: bool = True, samples: int | None = None,
+                    sample_seed: int = 0):
     """The test split of :func:`open_dataset` alone, without decoding the training images.
 
     The same images, labels and order as ``open_dataset(cfg, channels).test`` (the same folder plan:
@@ -190,6 +198,8 @@ def open_test_split(cfg: DataConfig, channels: int = 3, progress: bool = True):
 
     Args:
         cfg, channels, progress: as for :func:`load_dataset`.
+        samples: keep a stratified subset of at most this many test images (None = all), chosen with
+            ``sample_seed`` before any image is decoded (``edgeclf bench --test-samples``).
 
     Returns:
         (image source, class names): an :class:`~edgeclf.data.dataset.ArraySplit` of uint8
@@ -202,10 +212,14 @@ def open_test_split(cfg: DataConfig, channels: int = 3, progress: bool = True):
     """
     if cfg.source in BUILTIN:
         ds = load_dataset(cfg, channels, progress)
-        return ds.test, ds.class_names
+        x, y = ds.test.sample(samples, sample_seed)
+        return ArraySplit(x, y), ds.class_names
     if not Path(cfg.source).expanduser().exists():
         raise DataError(f"{cfg.source}: not a directory, and not one of {', '.join(BUILTIN)}")
     plan = plan_folders(cfg)
+    if samples is not None:
+        keep = stratified_subset(plan.test_labels, samples, sample_seed)
+        plan = replace(plan, test_files=[plan.test_files[i] for i in keep], test_labels=plan.test_labels[keep])
     what = f"{plan.test_root or plan.root} ({plan.test_name})"
     stream, why = use_streaming(cfg, estimate_decoded_bytes(len(plan.test_files), plan.size, channels))
     log.info("test split: %s (%s)", "streaming from disk" if stream else "in memory", why)
