@@ -95,10 +95,11 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     # 92.95 % after 12 of 14 (6,680 s, --time-budget 1.9; ...-trainbn-160-14ep); fine-tune lr 4e-4 gave
     # 92.54 % after 10 (-0.26 vs 2e-4; mobilenet_v2-lr-ab); --mixup 0.1 92.74 % after 12 (-0.21, p 0.36;
     # mobilenet_v2-mixup-ab); --ema-decay 0.9995 92.53 % after 8 (a Zen 4, where 2 h fit 8 epochs;
-    # mobilenet_v2-ema-zen4); the default on a slow Zen 4 day 92.46 % after 8 (cifar10-mobilenet_v2-zen4-s27).
-    # --train-bn models lose 0.8-2 points in post-training int8, so a plain
+    # mobilenet_v2-ema-zen4); the default on a slow Zen 4 day 92.46 % after 8 (93.11 % with flip TTA;
+    # cifar10-mobilenet_v2-zen4-s27). --train-bn models lose 0.8-2 points in post-training int8, so a plain
     # `edgeclf export` makes them again with QAT (--auto-qat, --auto-qat-above 0.3), two epochs for
-    # --train-bn models (qat_epochs_for): +0.10 / +0.08 points (12 epochs; one epoch: +0.33 / +0.24).
+    # --train-bn models (qat_epochs_for): +0.10 / +0.08 points (12 epochs; one epoch: +0.33 / +0.24),
+    # +0.25 / +0.18 (the 8-epoch Zen 4 model).
     _transfer("mobilenet_v2", "MobileNetV2 ImageNet transfer learning (two phases)",
               Preprocessing.MINUS_ONE_TO_ONE, -1, alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
               img_size=160, epochs=14, fine_tune_lr=2e-4, train_bn=True, time_budget_hours=2.0),
