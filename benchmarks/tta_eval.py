@@ -56,10 +56,10 @@ def main() -> None:
     ap.add_argument("--img-size", help="comma-separated sizes: rebuild each transfer model's resize at each")
     args = ap.parse_args()
     test, _ = open_test_split(DataConfig(source=args.data, val_split=0.0), progress=False)
+    sizes = [int(s) for s in args.img_size.split(",")] if args.img_size else [None]
     plain_sum = mirror_sum = 0
     for name in args.model_dirs:
         model = load_keras_model(name)
-        sizes = [int(s) for s in args.img_size.split(",")] if args.img_size else [None]
         for size in sizes:
             m = model if size is None else _resized(model, Path(name), size)
             probs, labels = predict_source(m, test)

@@ -82,7 +82,7 @@ def _from_folders(plan: FolderPlan, cfg: DataConfig, channels: int, progress: bo
     xtr, ytr = load_images(plan.files, plan.labels, plan.size, channels, cfg.max_bad_fraction, f"{plan.train_root}",
                            progress)
     xte, yte = load_images(plan.test_files, plan.test_labels, plan.size, channels, cfg.max_bad_fraction,
-                           f"{plan.test_root or plan.root} ({plan.test_name})", progress)
+                           plan.test_what, progress)
     keep, val = stratified_split(ytr, cfg.val_split, cfg.seed)
     return Dataset(x_train=xtr[keep], y_train=ytr[keep], x_val=xtr[val], y_val=ytr[val],
                    x_test=xte, y_test=yte, class_names=plan.classes, name=plan.root.name,
@@ -221,15 +221,15 @@ def open_test_split(cfg: DataConfig, channels: int = 3, progress: bool = True, s
     if samples is not None:
         keep = stratified_subset(plan.test_labels, samples, sample_seed)
         plan = replace(plan, test_files=[plan.test_files[i] for i in keep], test_labels=plan.test_labels[keep])
-    what = f"{plan.test_root or plan.root} ({plan.test_name})"
     stream, why = use_streaming(cfg, estimate_decoded_bytes(len(plan.test_files), plan.size, channels))
     log.info("test split: %s (%s)", "streaming from disk" if stream else "in memory", why)
     if stream:
         from edgeclf.data.stream import FileSplit
 
-        return FileSplit(plan.test_files, plan.test_labels, plan.size, channels, cfg.max_bad_fraction, what,
-                         None, cfg.seed), plan.classes
-    x, y = load_images(plan.test_files, plan.test_labels, plan.size, channels, cfg.max_bad_fraction, what, progress)
+        return FileSplit(plan.test_files, plan.test_labels, plan.size, channels, cfg.max_bad_fraction,
+                         plan.test_what, None, cfg.seed), plan.classes
+    x, y = load_images(plan.test_files, plan.test_labels, plan.size, channels, cfg.max_bad_fraction,
+                       plan.test_what, progress)
     return ArraySplit(x, y), plan.classes
 
 

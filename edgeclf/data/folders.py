@@ -171,6 +171,11 @@ class FolderPlan:
     test_name: str
     size: tuple[int, int]
 
+    @property
+    def test_what(self) -> str:
+        """The test split's name in messages: ``DIR/test (test)`` or ``DIR (held-out)``."""
+        return f"{self.test_root or self.root} ({self.test_name})"
+
     def val_split(self, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """(train indices, val indices) into ``files``: ``fraction`` of every class held out."""
         return stratified_split(self.labels, fraction, seed)

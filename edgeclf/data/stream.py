@@ -233,7 +233,7 @@ class FileDataset:
         val_files = [plan.files[i] for i in val]
         return cls(split("train", train_files, plan.labels[keep], where),
                    split("val", val_files, plan.labels[val], f"{where} (validation split)"),
-                   split("test", plan.test_files, plan.test_labels, f"{plan.test_root or plan.root} ({plan.test_name})"),
+                   split("test", plan.test_files, plan.test_labels, plan.test_what),
                    plan.classes, plan.root.name, plan.test_name)
 
     @property

@@ -101,8 +101,8 @@ def write_eval_artifacts(model_dir: Path, metrics: dict, history: list[dict] | N
 def evaluate_dir(model_dir: Path, data: str | None = None) -> dict:
     """Evaluate ``model_dir``'s model.keras on the test split of its config's data (or ``data``).
 
-    Only the test split is decoded (:func:`edgeclf.data.open_test_split`). Rewrites metrics.json (keeping training facts), confusion_matrix.png and predictions.npz. Returns
-    the metrics.
+    Only the test split is decoded (:func:`edgeclf.data.open_test_split`). Rewrites metrics.json
+    (keeping training facts), confusion_matrix.png and predictions.npz. Returns the metrics.
 
     Raises:
         FileNotFoundError / ValueError: not a model directory or a malformed one.
