@@ -52,16 +52,25 @@ class Affine(keras.layers.Layer):
         return x * scale + (self.beta - self.mean * scale)
 
 
-def _models(img_size: int) -> tuple[keras.Model, keras.Model]:
+def random_bn_base(img_size: int, gamma_beta: bool = False) -> keras.Model:
+    """A MobileNetV2 base (``weights=None``) with random BatchNorm moving statistics (and, with
+    ``gamma_beta``, random scales and offsets), so that an equivalence check means something."""
     keras.utils.set_random_seed(0)
     base = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(img_size, img_size, 3))
-    # random moving statistics, so that the equivalence check means something
     rng = np.random.default_rng(0)
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.moving_mean.shape[0]
             layer.moving_mean.assign(rng.normal(0, 0.1, n).astype("float32"))
             layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
+            if gamma_beta:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+                layer.beta.assign(rng.normal(0, 0.1, n).astype("float32"))
+    return base
+
+
+def _models(img_size: int) -> tuple[keras.Model, keras.Model]:
+    base = random_bn_base(img_size)
     affine_base = keras.models.clone_model(
         base, clone_function=lambda layer: Affine(layer) if isinstance(layer, keras.layers.BatchNormalization)
         else layer.__class__.from_config(layer.get_config()))
@@ -82,35 +91,51 @@ def _models(img_size: int) -> tuple[keras.Model, keras.Model]:
     return a, b
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def probe_args(doc: str) -> argparse.Namespace:
+    """The probes' command line: --img-size, --batch-size, --steps, --warmup."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--img-size", type=int, default=160)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=40, help="timed steps per model, in rounds of 5")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps per model first")
-    args = ap.parse_args()
-    bn_model, affine_model = _models(args.img_size)
+    return ap.parse_args()
+
+
+def random_batch(batch_size: int, img_size: int):
+    """A fixed batch: float32 (N, S, S, 3) images uniform in [-1, 1] and one-hot (N, 10) labels."""
     rng = np.random.default_rng(1)
-    x = tf.constant(rng.uniform(-1, 1, (args.batch_size, args.img_size, args.img_size, 3)).astype("float32"))
-    y = tf.one_hot(rng.integers(0, 10, args.batch_size), 10)
-    diff = float(np.max(np.abs(bn_model.predict(x, verbose=0) - affine_model.predict(x, verbose=0))))
-    print(f"max |softmax(BatchNorm) - softmax(Affine)| on one batch before training: {diff:.2e}", flush=True)
-    times: dict[str, list[float]] = {"BatchNormalization": [], "Affine": []}
-    for model in (bn_model, affine_model):
-        for _ in range(args.warmup):
+    x = tf.constant(rng.uniform(-1, 1, (batch_size, img_size, img_size, 3)).astype("float32"))
+    return x, tf.one_hot(rng.integers(0, 10, batch_size), 10)
+
+
+def time_alternating(models: dict, x, y, steps: int, warmup: int) -> dict[str, float]:
+    """Time ``train_on_batch(x, y)`` of each compiled model: ``warmup`` untimed steps each, then rounds
+    of 5 steps per model in turn until each has ``steps`` timed ones (so drift hits all alike). Prints
+    each model's p50 and p10-p90 and returns {label: step p50 in ms}."""
+    for model in models.values():
+        for _ in range(warmup):
             model.train_on_batch(x, y)
-    for _ in range(args.steps // 5):
-        for label, model in (("BatchNormalization", bn_model), ("Affine", affine_model)):
+    times: dict[str, list[float]] = {label: [] for label in models}
+    for _ in range(steps // 5):
+        for label, model in models.items():
             for _ in range(5):
                 t = time.perf_counter()
                 model.train_on_batch(x, y)
                 times[label].append(time.perf_counter() - t)
-    med = {k: 1000 * float(np.median(v)) for k, v in times.items()}
     for k, v in times.items():
-        print(f"{k:18s} step p50 {med[k]:.0f} ms, p10-p90 {1000 * np.percentile(v, 10):.0f}-"
+        print(f"{k:18s} step p50 {1000 * np.median(v):.0f} ms, p10-p90 {1000 * np.percentile(v, 10):.0f}-"
               f"{1000 * np.percentile(v, 90):.0f} ms ({len(v)} steps)")
-    print(f"Affine / BatchNormalization step time: {med['Affine'] / med['BatchNormalization']:.3f}")
+    return {k: 1000 * float(np.median(v)) for k, v in times.items()}
 
+
+def main() -> None:
+    args = probe_args(__doc__)
+    bn_model, affine_model = _models(args.img_size)
+    x, y = random_batch(args.batch_size, args.img_size)
+    diff = float(np.max(np.abs(bn_model.predict(x, verbose=0) - affine_model.predict(x, verbose=0))))
+    print(f"max |softmax(BatchNorm) - softmax(Affine)| on one batch before training: {diff:.2e}", flush=True)
+    med = time_alternating({"BatchNormalization": bn_model, "Affine": affine_model}, x, y, args.steps, args.warmup)
+    print(f"Affine / BatchNormalization step time: {med['Affine'] / med['BatchNormalization']:.3f}")
 
 if __name__ == "__main__":
     main()

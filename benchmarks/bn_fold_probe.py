@@ -21,15 +21,14 @@ else running.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
+from bn_affine_probe import probe_args, random_batch, random_bn_base, time_alternating  # noqa: E402  (this folder: the same timing loop)
 
 from edgeclf._keras import keras, tf  # noqa: E402
 
@@ -96,16 +95,7 @@ def _feeds_bn(model: keras.Model, conv) -> bool:
 
 
 def _models(img_size: int) -> tuple[keras.Model, keras.Model]:
-    keras.utils.set_random_seed(0)
-    base = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(img_size, img_size, 3))
-    rng = np.random.default_rng(0)
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.1, n).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
-            layer.beta.assign(rng.normal(0, 0.1, n).astype("float32"))
+    base = random_bn_base(img_size, gamma_beta=True)
     folded_base = fold_model(base)
     n_bn = sum(isinstance(lyr, keras.layers.BatchNormalization) for lyr in base.layers)
     n_fold = sum(isinstance(lyr, FoldedConvBN) for lyr in folded_base.layers)
@@ -122,16 +112,9 @@ def _models(img_size: int) -> tuple[keras.Model, keras.Model]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--img-size", type=int, default=160)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=40, help="timed steps per model, in rounds of 5")
-    ap.add_argument("--warmup", type=int, default=10, help="untimed steps per model first")
-    args = ap.parse_args()
+    args = probe_args(__doc__)
     bn_model, folded = _models(args.img_size)
-    rng = np.random.default_rng(1)
-    x = tf.constant(rng.uniform(-1, 1, (args.batch_size, args.img_size, args.img_size, 3)).astype("float32"))
-    y = tf.one_hot(rng.integers(0, 10, args.batch_size), 10)
+    x, y = random_batch(args.batch_size, args.img_size)
     loss = keras.losses.CategoricalCrossentropy()
     grads = {}
     for label, model in (("BatchNormalization", bn_model), ("folded", folded)):
@@ -147,22 +130,8 @@ def main() -> None:
     print(f"max |softmax difference| {out_diff:.2e}; max relative gradient difference {rel:.2e}", flush=True)
     for m in (bn_model, folded):
         m.compile(optimizer=keras.optimizers.Adam(2e-4), loss="categorical_crossentropy")
-    times: dict[str, list[float]] = {"BatchNormalization": [], "folded": []}
-    for model in (bn_model, folded):
-        for _ in range(args.warmup):
-            model.train_on_batch(x, y)
-    for _ in range(args.steps // 5):
-        for label, model in (("BatchNormalization", bn_model), ("folded", folded)):
-            for _ in range(5):
-                t = time.perf_counter()
-                model.train_on_batch(x, y)
-                times[label].append(time.perf_counter() - t)
-    med = {k: 1000 * float(np.median(v)) for k, v in times.items()}
-    for k, v in times.items():
-        print(f"{k:18s} step p50 {med[k]:.0f} ms, p10-p90 {1000 * np.percentile(v, 10):.0f}-"
-              f"{1000 * np.percentile(v, 90):.0f} ms ({len(v)} steps)")
+    med = time_alternating({"BatchNormalization": bn_model, "folded": folded}, x, y, args.steps, args.warmup)
     print(f"folded / BatchNormalization step time: {med['folded'] / med['BatchNormalization']:.3f}")
-
 
 if __name__ == "__main__":
     main()
