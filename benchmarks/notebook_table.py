@@ -6,7 +6,9 @@ The notebooks' numbers are what the original notebooks state (not re-measured he
 edgeclf row comes from ``<results>/<run>/training/metrics.json`` and ``config.json`` (written by
 ``edgeclf train``) and, for the CPU, the ``machine.json`` that ``edgeclf bench`` wrote beside it. A run
 with ``<run>/tta/bench.json`` (``edgeclf bench DIR --tta``) gets a second row: its int8 TFLite file
-with flip test-time augmentation, as LiteRT ran it in that bench.
+with flip test-time augmentation, as LiteRT ran it in that bench. Reference rows (not edgeclf) come
+from ``<results>/airbench-reference/*.json``, written by ``benchmarks/airbench_reference.py`` (issue 9's
+fast-training reference run on the same JPEG folders), with the ``machine.json`` beside them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ NOTEBOOKS = (
 # results directories of edgeclf runs, in table order
 RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-cnn-w40",
         "cifar10-cnn-airbench", "cifar10-cnn-45ep", "cifar10-cnn-45ep-cutout", "cifar10-cnn-45ep-ens-kd",
-        "cifar10-cnn-45ep-nearest", "cifar10-cnn-budget",
+        "cifar10-cnn-45ep-nearest", "cifar10-cnn-budget", "cifar10-cnn-10ep-zen4",
         "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160",
         "cifar10-mobilenet_v2-trainbn", "cifar10-mobilenet_v2-trainbn-nearest",
         "cifar10-mobilenet_v2-trainbn-160", "cifar10-mobilenet_v2-trainbn-160-14ep", "cifar10-mobilenet_v2-zen4",
@@ -105,6 +107,7 @@ def table(root: Path) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, acc, what in NOTEBOOKS:
         rows.append(f"| {label} | {acc} | - | - | - | - | - | {what} |")
+    rows += _reference_rows(root / "airbench-reference")
     for run in RUNS:
         d = root / run
         mpath, cpath = d / "training" / "metrics.json", d / "training" / "config.json"
@@ -125,6 +128,24 @@ def table(root: Path) -> str:
                         f"{2 * m['macs_per_image'] / 1e6:.0f} M (2 views) | {_cpu(d / 'tta')} "
                         f"| the model above; `edgeclf predict DIR IMAGES --tta` (`edgeclf bench DIR --tta`) |")
     return "\n".join(rows)
+
+
+def _reference_rows(d: Path) -> list[str]:
+    """Rows of the airbench94 reference runs in ``d`` (one per ``*.json``; none when ``d`` is missing)."""
+    rows = []
+    for path in sorted(d.glob("*.json")) if d.is_dir() else []:
+        r = json.loads(path.read_text())
+        if "test_top1" not in r:  # machine.json
+            continue
+        t = r["test_top1"]
+        precision = " --bf16" if r.get("bf16") else ""
+        rows.append(f"| airbench94 reference, PyTorch on the CPU ({d.name}/{path.name}; not edgeclf) "
+                    f"| **{t['tta0']:.2%}**; {t['tta2']:.2%} with its mirror + translate TTA | {r['epochs']:g} "
+                    f"| {r['training_s']:,.0f} s | {r['images_per_s']:,.0f} "
+                    f"| {r['params'] / 1e6:.2f} M / {r['macs_per_image'] / 1e6:.0f} M | {_cpu(d)} "
+                    f"| `python benchmarks/airbench_reference.py --data ../shared/datasets/cifar10-jpg{precision}` "
+                    f"(94.01 % with TTA on the lossless CIFAR-10, GPU, mean of 1,000 runs) |")
+    return rows
 
 
 def _tta_int8_top1(path: Path) -> float | None:
