@@ -138,12 +138,13 @@ def _reference_rows(d: Path) -> list[str]:
         if "test_top1" not in r:  # machine.json
             continue
         t = r["test_top1"]
-        precision = " --bf16" if r.get("bf16") else ""
+        flags = (" --bf16" if r.get("bf16") else "") + (
+            f" --activation {r['activation']}" if r.get("activation", "gelu") != "gelu" else "")
         rows.append(f"| airbench94 reference, PyTorch on the CPU ({d.name}/{path.name}; not edgeclf) "
                     f"| **{t['tta0']:.2%}**; {t['tta2']:.2%} with its mirror + translate TTA | {r['epochs']:g} "
                     f"| {r['training_s']:,.0f} s | {r['images_per_s']:,.0f} "
                     f"| {r['params'] / 1e6:.2f} M / {r['macs_per_image'] / 1e6:.0f} M | {_cpu(d)} "
-                    f"| `python benchmarks/airbench_reference.py --data ../shared/datasets/cifar10-jpg{precision}` "
+                    f"| `python benchmarks/airbench_reference.py --data ../shared/datasets/cifar10-jpg{flags}` "
                     f"(94.01 % with TTA on the lossless CIFAR-10, GPU, mean of 1,000 runs) |")
     return rows
 
