@@ -94,27 +94,25 @@ def batch_crop(images, crop_size):
 
 
 class Loader:
-    """airbench's CifarLoader (train: translate + alternating flip, drop_last, shuffle) on tensors."""
+    """airbench's CifarLoader for training (translate + alternating flip, drop_last, shuffle) on tensors."""
 
-    def __init__(self, images, labels, batch_size, train):
-        self.images, self.labels, self.batch_size, self.train = normalize(images), labels, batch_size, train
+    def __init__(self, images, labels, batch_size):
+        self.images, self.labels, self.batch_size = normalize(images), labels, batch_size
         self.epoch = 0
         self.pad = None
 
     def __len__(self):
-        return len(self.images) // self.batch_size if self.train else ceil(len(self.images) / self.batch_size)
+        return len(self.images) // self.batch_size
 
     def __iter__(self):
-        images = self.images
-        if self.train:
-            if self.epoch == 0:
-                flipped = batch_flip_lr(self.images)
-                self.pad = F.pad(flipped, (HYP["aug"]["translate"],) * 4, "reflect")
-            images = batch_crop(self.pad, 32).contiguous(memory_format=torch.channels_last)
-            if self.epoch % 2 == 1:
-                images = images.flip(-1)
+        if self.epoch == 0:
+            flipped = batch_flip_lr(self.images)
+            self.pad = F.pad(flipped, (HYP["aug"]["translate"],) * 4, "reflect")
+        images = batch_crop(self.pad, 32).contiguous(memory_format=torch.channels_last)
+        if self.epoch % 2 == 1:
+            images = images.flip(-1)
         self.epoch += 1
-        idx = torch.randperm(len(images)) if self.train else torch.arange(len(images))
+        idx = torch.randperm(len(images))
         for i in range(len(self)):
             j = idx[i * self.batch_size:(i + 1) * self.batch_size]
             yield images[j], self.labels[j]
@@ -281,7 +279,7 @@ def main() -> None:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
 
     o = HYP["opt"]
-    train_loader = Loader(xtr, ytr, o["batch_size"], train=True)
+    train_loader = Loader(xtr, ytr, o["batch_size"])
     test_images = normalize(xte)
     kilostep_scale = 1024 * (1 + 1 / (1 - o["momentum"]))
     lr = o["lr"] / kilostep_scale
