@@ -325,9 +325,10 @@ def main() -> None:
         dt = time.perf_counter() - t
         train_s += dt
         acc = float((infer(model, test_images, 0, autocast).argmax(1) == yte).float().mean())
-        n_img = (steps - sum(e["steps"] for e in epochs_log)) * o["batch_size"]
-        epochs_log.append({"epoch": epoch + 1, "steps": steps - sum(e["steps"] for e in epochs_log),
-                           "seconds": round(dt, 1), "images_per_s": round(n_img / dt, 1), "test_top1": acc})
+        epoch_steps = steps - sum(e["steps"] for e in epochs_log)
+        n_img = epoch_steps * o["batch_size"]
+        epochs_log.append({"epoch": epoch + 1, "steps": epoch_steps, "seconds": round(dt, 1),
+                           "images_per_s": round(n_img / dt, 1), "test_top1": acc})
         print(f"epoch {epoch + 1}: {dt:.0f} s ({n_img / dt:.0f} img/s), test top-1 {acc:.4f}", flush=True)
         if args.limit_steps and steps >= args.limit_steps:
             break

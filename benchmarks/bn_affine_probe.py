@@ -137,5 +137,6 @@ def main() -> None:
     med = time_alternating({"BatchNormalization": bn_model, "Affine": affine_model}, x, y, args.steps, args.warmup)
     print(f"Affine / BatchNormalization step time: {med['Affine'] / med['BatchNormalization']:.3f}")
 
+
 if __name__ == "__main__":
     main()

@@ -71,27 +71,20 @@ def fold_model(model: keras.Model) -> keras.Model:
         for node in layer._inbound_nodes:
             for t in tf.nest.flatten(node.input_tensors):
                 consumers[id(t)] = consumers.get(id(t), 0) + 1
+    bn_after = {id(layer.input): layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    folded: dict[int, keras.layers.Layer] = {}  # id(BatchNorm) -> the convolution folded into it
     new: dict[int, object] = {id(model.inputs[0]): model.inputs[0]}
-    pending: dict[int, object] = {}  # id(conv output) -> conv layer waiting for its BatchNorm
     for layer in model.layers[1:]:
-        src = layer.input
-        if isinstance(layer, keras.layers.BatchNormalization) and id(src) in pending:
-            conv = pending.pop(id(src))
+        if id(layer) in folded:
+            conv = folded[id(layer)]
             new[id(layer.output)] = FoldedConvBN(conv, layer)(new[id(conv.input)])
-            continue
-        if isinstance(layer, _CONV) and consumers.get(id(layer.output)) == 1 and _feeds_bn(model, layer):
-            pending[id(layer.output)] = layer
-            continue
-        args = tf.nest.map_structure(lambda t: new[id(t)], src)
-        new[id(layer.output)] = layer(args, training=False) if isinstance(
-            layer, keras.layers.BatchNormalization) else layer(args)
+        elif isinstance(layer, _CONV) and id(layer.output) in bn_after and consumers[id(layer.output)] == 1:
+            folded[id(bn_after[id(layer.output)])] = layer
+        else:
+            args = tf.nest.map_structure(lambda t: new[id(t)], layer.input)
+            new[id(layer.output)] = layer(args, training=False) if isinstance(
+                layer, keras.layers.BatchNormalization) else layer(args)
     return keras.Model(model.inputs, new[id(model.outputs[0])])
-
-
-def _feeds_bn(model: keras.Model, conv) -> bool:
-    """Whether a BatchNormalization layer of ``model`` takes ``conv``'s output."""
-    return any(isinstance(layer, keras.layers.BatchNormalization) and layer.input is conv.output
-               for layer in model.layers)
 
 
 def _models(img_size: int) -> tuple[keras.Model, keras.Model]:
@@ -132,6 +125,7 @@ def main() -> None:
         m.compile(optimizer=keras.optimizers.Adam(2e-4), loss="categorical_crossentropy")
     med = time_alternating({"BatchNormalization": bn_model, "folded": folded}, x, y, args.steps, args.warmup)
     print(f"folded / BatchNormalization step time: {med['folded'] / med['BatchNormalization']:.3f}")
+
 
 if __name__ == "__main__":
     main()
