@@ -319,3 +319,38 @@ def test_model_config_defaults_come_from_the_spec():
     # a config.json written with every field set reads back unchanged
     cfg = ModelConfig(name="resnet50", weights="none", img_size=72)
     assert ModelConfig(**cfg.to_dict()) == cfg
+
+
+def test_cnn_whitening_stem_whitens_the_training_patches():
+    keras.backend.clear_session()
+    from edgeclf.models.cnn import WHITEN, init_whitening
+
+    model = build_model(_cfg("cnn", width=4, stem="whiten"), (32, 32, 3), 10)
+    stem = model.get_layer(WHITEN)
+    assert (stem.kernel_size, stem.filters, stem.use_bias, stem.trainable) == ((2, 2), 24, False, False)
+    assert stem.kernel not in model.trainable_weights
+    # images with strongly correlated neighbouring pixels and channels, as photos have
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 255, (300, 8, 8, 1)).repeat(4, axis=1).repeat(4, axis=2)
+    images = np.clip(base + rng.normal(0, 12, (300, 32, 32, 3)), 0, 255).astype(np.float32)
+    before = stem.kernel.numpy()
+    assert init_whitening(model, images).startswith("whitening stem")
+    kernel = stem.kernel.numpy()
+    assert not np.allclose(kernel, before)
+    np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])  # the filters and their negation
+    # the filters' responses to the images' 2x2 patches: decorrelated, unit variance (up to the eps floor)
+    x = images / 127.5 - 1.0
+    patches = np.stack([x[:, i:i + 31, j:j + 31] for i in (0, 1) for j in (0, 1)], axis=3).reshape(-1, 12)
+    response = patches @ kernel[..., :12].reshape(12, 12)
+    second_moment = response.T @ response / len(response)
+    np.testing.assert_allclose(np.diag(second_moment), 1.0, atol=0.02)
+    np.testing.assert_allclose(second_moment - np.diag(np.diag(second_moment)), 0.0, atol=1e-3)
+    # the layer computes the same responses (the pre-ReLU half through ReLU: positive part)
+    out = keras.Model(model.inputs, stem.output)(images[:2]).numpy()
+    np.testing.assert_allclose(out[..., :12].reshape(-1, 12), response[:2 * 31 * 31], rtol=1e-4, atol=1e-4)
+    # (N, 32, 32, 3) -> 31 x 31 x 24 at the stem, and the model still classifies
+    assert out.shape == (2, 31, 31, 24) and model(images[:2]).shape == (2, 10)
+    # the conv stem has no whitening layer: nothing to do
+    assert init_whitening(build_model(_cfg("cnn", width=4), (32, 32, 3), 10), images) is None
+    with pytest.raises(ConfigError, match="stem"):
+        ModelConfig(name="cnn", stem="pca")

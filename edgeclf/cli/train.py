@@ -21,7 +21,7 @@ _TRAIN_FIELDS = ("epochs", "head_epochs", "fine_tune_layers", "train_bn", "batch
                  "weight_decay", "label_smoothing", "mixup_alpha", "ema_decay", "progressive_size",
                  "progressive_fraction",
                  "mixed_precision")
-_MODEL_FIELDS = ("width", "logit_scale", "alpha", "img_size", "weights", "dropout", "bn_batch_stats")
+_MODEL_FIELDS = ("width", "logit_scale", "stem", "alpha", "img_size", "weights", "dropout", "bn_batch_stats")
 _DISTILL_OPTIONS = {"distill_alpha": "alpha", "temperature": "temperature", "teacher_targets": "targets",
                     "teacher_tta": "tta"}
 
@@ -193,6 +193,9 @@ def _time_budget(hours: float | None) -> dict:
 @click.option("--logit-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="cnn: constant factor on the logits before the softmax (ResNet-9 1/8, airbench 1/9); lets the "
                    "convolutions train at a higher --lr. [default: cnn, cnn-resnet9: 0.125]")
+@click.option("--stem", type=click.Choice(["conv", "whiten"]), default=None,
+              help="cnn: first layer. conv: 3x3 Conv-BN-ReLU; whiten: airbench94's frozen 2x2 patch-whitening "
+                   "convolution, computed from 5,000 training images before the first epoch. [default: conv]")
 @click.option("--weights", default=None,
               help="Pretrained base weights: imagenet (Keras download, default), none, or a path to an .h5 file.")
 @click.option("--alpha", type=float, default=None, help="MobileNet width multiplier [default: 1.0].")

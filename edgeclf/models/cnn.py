@@ -25,7 +25,9 @@ Every conv is Conv(no bias) -> BatchNorm -> ReLU, so the int8 graph is integer e
 
 from __future__ import annotations
 
-from edgeclf._keras import keras
+import numpy as np
+
+from edgeclf._keras import keras, tf
 from edgeclf.models._head import classifier_head
 from edgeclf.models.config import ModelConfig
 
@@ -39,6 +41,69 @@ def conv_bn_relu(x, filters: int, name: str):
     return L.ReLU(name=f"{name}_relu")(x)
 
 
+#: Name of the whitening stem's convolution (:func:`whitening_stem`, :func:`init_whitening`).
+WHITEN = "whiten"
+#: airbench94's eigenvalue floor (5e-4 on per-channel standardised pixels), here relative to the mean
+#: patch variance so it means the same on the [-1, 1] pixels the layer sees.
+WHITEN_EPS = 5e-4
+
+
+def whitening_stem(x, channels: int):
+    """airbench94's first layer: a 2x2 'valid' convolution (no bias) onto ``2 * 4 * channels`` outputs whose
+    weights are the whitening transform of the training images' 2x2 patches and its negation, frozen, then
+    ReLU (airbench94 uses GELU and trains a bias for 3 epochs; ReLU and no bias keep it int8-clean).
+
+    Until :func:`init_whitening` sets them the weights are random (He normal). (N, H, W, channels) ->
+    (N, H - 1, W - 1, 8 * channels).
+    """
+    x = L.Conv2D(2 * 4 * channels, 2, padding="valid", use_bias=False, trainable=False,
+                 kernel_initializer="he_normal", name=WHITEN)(x)
+    return L.ReLU(name=f"{WHITEN}_relu")(x)
+
+
+def init_whitening(model: keras.Model, images) -> str | None:
+    """Set the whitening stem of a ``--stem whiten`` ``cnn`` from training images (ModelSpec ``data_init``).
+
+    Method (airbench94, Jordan 2024, ``init_whitening_conv``): the covariance ``S`` of all 2x2 patches of
+    the normalised images (d = 4 x channels values each, not mean-centred), its eigen-decomposition
+    ``S = V diag(l) V^T``, and the filters ``V / sqrt(l + eps)`` and their negation, so the layer's
+    outputs are the patches in the eigenbasis, each scaled to unit variance (eps: :data:`WHITEN_EPS`
+    times the mean of ``l``). The filters are ordered by decreasing eigenvalue.
+
+    Args:
+        model: a ``cnn`` (:func:`build`); one without a whitening stem is left unchanged.
+        images: float32 or uint8 (N, H, W, C) pixels in [0, 255], un-augmented training images (the
+            training loop passes up to 5,000, as airbench94 uses).
+
+    Returns:
+        A line for the training log, or None when ``model`` has no whitening stem.
+
+    Raises:
+        ValueError: no images, or images whose channels differ from the model's input.
+    """
+    try:
+        layer = model.get_layer(WHITEN)
+    except ValueError:
+        return None
+    x = np.asarray(images, dtype=np.float32)
+    kh, kw, c, out = layer.kernel.shape
+    if x.ndim != 4 or len(x) == 0 or x.shape[-1] != c:
+        raise ValueError(f"init_whitening: need (N, H, W, {c}) images, got shape {x.shape}")
+    norm = model.get_layer("normalize")  # in float32 here: under mixed_bfloat16 the layer would round to bf16
+    x = x * np.float32(norm.scale) + np.float32(norm.offset)
+    # (N, H-1, W-1, kh*kw*c), each patch flattened as (row, col, channel): the kernel's own (kh, kw, c) order
+    patches = tf.image.extract_patches(x, [1, kh, kw, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID").numpy()
+    flat = patches.reshape(-1, kh * kw * c).astype(np.float64)
+    cov = flat.T @ flat / len(flat)
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)  # ascending
+    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
+    filters = eigenvectors / np.sqrt(np.maximum(eigenvalues, 0.0) + WHITEN_EPS * eigenvalues.mean())
+    kernel = np.concatenate([filters, -filters], axis=1).reshape(kh, kw, c, out)
+    layer.kernel.assign(kernel.astype(np.float32))
+    return (f"whitening stem: 2x2 patches of {len(x)} training images, eigenvalues "
+            f"{eigenvalues[0]:.3g} .. {eigenvalues[-1]:.3g}")
+
+
 def _inputs(input_shape: tuple[int, int, int]):
     inputs = keras.Input(shape=input_shape, name="image")
     return inputs, L.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(inputs)  # [0,255] -> [-1,1]
@@ -50,14 +115,15 @@ def build(input_shape: tuple[int, int, int], num_classes: int, cfg: ModelConfig)
     Args:
         input_shape: (H, W, C) with C = 3 (RGB) or 1 (grey), H and W >= 8; float32 pixels in [0, 255].
         num_classes: number of output classes.
-        cfg: uses ``width`` (stem width w; blocks 2w, 8w, 8w), ``dropout`` and ``logit_scale``.
+        cfg: uses ``width`` (stem width w; blocks 2w, 8w, 8w), ``dropout``, ``logit_scale`` and ``stem``
+            (``"whiten"``: :func:`whitening_stem` instead of the 3x3 stem; H and W shrink by one there).
 
     Returns:
         keras.Model: float32 (N, H, W, C) [0, 255] -> float32 (N, num_classes) probabilities.
     """
     w = cfg.width
     inputs, x = _inputs(input_shape)
-    x = conv_bn_relu(x, w, "stem")
+    x = whitening_stem(x, input_shape[-1]) if cfg.stem == "whiten" else conv_bn_relu(x, w, "stem")
     for i, filters in enumerate((2 * w, 8 * w, 8 * w), start=1):
         x = conv_bn_relu(x, filters, f"block{i}a")
         x = L.MaxPooling2D(2, name=f"block{i}_pool")(x)

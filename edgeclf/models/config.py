@@ -8,10 +8,13 @@ from edgeclf.errors import ConfigError
 from edgeclf.models.registry import get_spec
 
 #: Values of the per-model fields when neither the user nor the model's ``ModelSpec.defaults`` give one.
-FALLBACKS = {"alpha": 1.0, "img_size": 96, "weights": "imagenet", "logit_scale": 1.0, "bn_batch_stats": False}
+FALLBACKS = {"alpha": 1.0, "img_size": 96, "weights": "imagenet", "logit_scale": 1.0, "bn_batch_stats": False,
+             "stem": "conv"}
 #: What a config.json written before a field existed was built with (``logit_scale``: no scale layer,
 #: although the ``cnn`` layouts default to 0.125 today).
-BEFORE_FIELD = {"logit_scale": 1.0, "bn_batch_stats": False}
+BEFORE_FIELD = {"logit_scale": 1.0, "bn_batch_stats": False, "stem": "conv"}
+#: ``stem`` values of the ``cnn`` (:mod:`edgeclf.models.cnn`).
+STEMS = ("conv", "whiten")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class ModelConfig:
             batch's statistics and updates its moving statistics (momentum 0.99) instead of staying in
             inference mode; the training loop first recalibrates them on training images
             (:mod:`edgeclf.models.bn_calibration`).
+        stem: ``cnn``: the first layer, ``"conv"`` (3x3 Conv -> BN -> ReLU) or ``"whiten"`` (a frozen 2x2
+            patch-whitening convolution computed from the training images, airbench94's;
+            :func:`edgeclf.models.cnn.init_whitening`).
 
     Raises:
         ConfigError: unknown model, a value out of range, or an ``alpha`` without ImageNet weights
@@ -51,6 +57,7 @@ class ModelConfig:
     weights: str | None = None
     logit_scale: float | None = None
     bn_batch_stats: bool | None = None
+    stem: str | None = None
 
     def __post_init__(self) -> None:
         spec = get_spec(self.name)  # raises ConfigError for an unknown model
@@ -65,6 +72,8 @@ class ModelConfig:
             raise ConfigError(f"img_size must be >= 32, got {self.img_size}")
         if self.logit_scale <= 0:
             raise ConfigError(f"logit_scale must be > 0, got {self.logit_scale}")
+        if self.stem not in STEMS:
+            raise ConfigError(f"stem must be one of {', '.join(STEMS)}, got {self.stem!r}")
         if self.alpha <= 0:
             raise ConfigError(f"alpha must be > 0, got {self.alpha}")
         if (self.weights == "imagenet" and "alpha" in spec.options and spec.pretrained_alphas

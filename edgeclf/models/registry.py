@@ -52,13 +52,16 @@ _CNN_RECIPE = {"batch_size": 512, "optimizer": "sgd", "lr": 0.5, "weight_decay":
 
 
 def _scratch_cnn(name: str, summary: str, builder: str, epochs: int,
-                 time_budget_hours: float | None = None) -> ModelSpec:
+                 time_budget_hours: float | None = None, stem: bool = False) -> ModelSpec:
     """A from-scratch ``cnn`` layout: [-1, 1] input, ``--width``, logits x 0.125 (``--logit-scale``), the cnn
     recipe for ``epochs`` epochs (at most: ``time_budget_hours`` re-plans fewer where they would not fit),
-    64 px automatic input size for large photos, width 4 in tests."""
+    64 px automatic input size for large photos, width 4 in tests; ``stem``: the layout takes ``--stem``
+    (its whitening stem computed from the training images by ``edgeclf.models.cnn:init_whitening``)."""
     budget = {"time_budget_hours": time_budget_hours} if time_budget_hours else {}
     return ModelSpec(name=name, summary=summary, builder=builder, preprocessing=Preprocessing.MINUS_ONE_TO_ONE,
-                     recipe={"epochs": epochs, **budget, **_CNN_RECIPE}, options={"width", "logit_scale"},
+                     recipe={"epochs": epochs, **budget, **_CNN_RECIPE},
+                     options={"width", "logit_scale"} | ({"stem"} if stem else set()),
+                     data_init="edgeclf.models.cnn:init_whitening" if stem else None,
                      defaults={"logit_scale": 0.125}, tiny={"width": 4, "dropout": 0.0}, auto_input_size=64)
 
 
@@ -72,7 +75,7 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
         # 90 epochs under a 1.85 h budget: 56 fit on a slow 2-vCPU Zen 5 VM (101-121 s per epoch),
         # 90.04 % in 6,604 s (benchmarks/results/cifar10-cnn-budget). No cutout: --cutout 8 at 45 epochs
         # gave 89.72 % (McNemar p 0.97 against the run without it; at 26 epochs -0.37, p 0.15). README.
-        epochs=90, time_budget_hours=2.0),
+        epochs=90, time_budget_hours=2.0, stem=True),
     _scratch_cnn("cnn-resnet9", "ResNet-9 (Page 2018) at half width, round 2's first cnn",
                  "edgeclf.models.cnn:build_resnet9", epochs=30),
     ModelSpec(

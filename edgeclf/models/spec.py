@@ -68,6 +68,9 @@ class ModelSpec:
             the two-phase schedule (required when ``two_phase``).
         check_weights: ``"module:function"`` ``(weights: str) -> None`` raising ``WeightsError``
             for an unusable ``--weights`` before any data is loaded; None = no pretrained weights.
+        data_init: ``"module:function"`` ``(model, images) -> str | None`` setting weights computed from
+            un-augmented training images (float32 (N, H, W, C) [0, 255]) before the first epoch, returning
+            a line for the log (None = nothing to do for this configuration); None = no such step.
         defaults: ``ModelConfig`` values for this model where the user gives none (e.g. its
             ``img_size``); fields not listed take the ``ModelConfig`` fallbacks.
         pretrained_alphas: the ``alpha`` values with ImageNet weights (``--weights imagenet`` with
@@ -87,6 +90,7 @@ class ModelSpec:
     two_phase: bool = False
     set_base_trainable: str | None = None
     check_weights: str | None = None
+    data_init: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     pretrained_alphas: tuple[float, ...] = ()
     tiny: Mapping[str, Any] = field(default_factory=dict)
@@ -118,6 +122,11 @@ class ModelSpec:
             return tuple(native)
         scale = cap / max(native)
         return max(8, round(native[0] * scale)), max(8, round(native[1] * scale))
+
+    def init_from_data(self, model, images) -> str | None:
+        """Run the spec's ``data_init`` (weights computed from training images) on ``model``; None when
+        the spec has none or it had nothing to do."""
+        return _load(self.data_init)(model, images) if self.data_init else None
 
     def validate_weights(self, weights: str) -> None:
         """Raise ``edgeclf.errors.WeightsError`` if ``weights`` can't be used (no-op without weights)."""

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from edgeclf import __version__
 from edgeclf._io import make_temp_dir, replace_dir, reported_as, write_json, write_text
 from edgeclf._keras import keras, set_seed
@@ -302,6 +304,26 @@ def _recalibrate_batchnorm(model, train, seed: int) -> None:
              "statistics (--bn-batch-stats)", n, min(BN_CALIBRATION_IMAGES, len(train)))
 
 
+#: Un-augmented training images a model's ``data_init`` step sees (airbench94 whitens from 5,000).
+DATA_INIT_IMAGES = 5000
+
+
+def _init_from_data(spec, model, train, seed: int) -> None:
+    """The spec's ``data_init`` step (e.g. the ``cnn``'s whitening stem) on up to
+    :data:`DATA_INIT_IMAGES` shuffled, un-augmented training images; nothing for specs without one."""
+    if not spec.data_init:
+        return
+    images, n = [], 0
+    for x, _ in source_batches(train, 500, True, None, seed):
+        images.append(x.numpy())
+        n += len(images[-1])
+        if n >= DATA_INIT_IMAGES:
+            break
+    line = spec.init_from_data(model, np.concatenate(images)[:DATA_INIT_IMAGES])
+    if line:
+        log.info("%s", line)
+
+
 def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks: Sequence[keras.callbacks.Callback],
          worker: Worker, backup_root: Path | None = None) -> TrainResult:
     """Train (or continue) ``cfg`` from ``ckpt``'s state, then evaluate and write the model directory.
@@ -325,6 +347,8 @@ def _run(cfg: TrainConfig, ckpt: RunCheckpoint, progress: bool, extra_callbacks:
     except BaseException:
         ckpt.abandon()
         raise
+    if not ckpt.state["history"]:  # a resumed run restores these weights from its checkpoint
+        _init_from_data(spec, model, ds.train, cfg.seed)
     class_weight = (balanced_class_weights(ds.train.labels, ds.num_classes)
                     if cfg.class_weight is ClassWeight.BALANCED else None)
     ckpt.state.setdefault("machines", []).append(machine_facts())  # one per session: a resume may run elsewhere
