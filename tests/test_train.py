@@ -250,6 +250,21 @@ def test_without_a_validation_split_no_validation_top1_is_reported(tiny_data_dir
     assert m["best_val_top1_acc"] is None
 
 
+def test_whitening_stem_is_computed_from_the_training_images_and_stays_frozen(tiny_data_dir, tmp_path):
+    # the 180-image tiny set: up to 5,000 training images whiten the stem, so all 162 of the train split here
+    cfg = _tiny_cfg(tiny_data_dir, tmp_path, model=ModelConfig(name="cnn", width=4, dropout=0.0, stem="whiten"),
+                    name="whiten")
+    result = train(cfg, progress=False)
+    kernel = load_keras_model(result.model_dir).get_layer("whiten").kernel.numpy().reshape(12, 24)[:, :12]
+    x = load_dataset(cfg.data).train.x.astype(np.float32) / 127.5 - 1.0
+    patches = np.stack([x[:, i:i + 31, j:j + 31] for i in (0, 1) for j in (0, 1)], axis=3).reshape(-1, 12)
+    response = patches @ kernel
+    second_moment = response.T @ response / len(response)
+    # whitened on exactly these images (a random or trained kernel would not give unit variances)
+    np.testing.assert_allclose(np.diag(second_moment), 1.0, atol=0.02)
+    assert ModelConfig.from_dict(json.loads((result.model_dir / "config.json").read_text())["model"]).stem == "whiten"
+
+
 class _Raise(keras.callbacks.Callback):
     def __init__(self, exc: BaseException):
         super().__init__()
