@@ -77,6 +77,8 @@ def _command(cfg: dict) -> str:
         if have != value and key not in ("mixed_precision", "time_budget_hours"):  # those are printed below
             flag = key.replace("_", "-")
             parts.append((f"--{flag}" if have else f"--no-{flag}") if isinstance(have, bool) else f"--{flag} {have}")
+    if cfg.get("augment", {}).get("translate_px", 4) != 4:  # the CLI's --translate default
+        parts.append(f"--translate {cfg['augment']['translate_px']}")
     if cfg.get("augment", {}).get("cutout_px"):
         parts.append(f"--cutout {cfg['augment']['cutout_px']}")
     if cfg.get("mixed_precision"):

@@ -350,6 +350,9 @@ def test_cnn_whitening_stem_whitens_the_training_patches():
     np.testing.assert_allclose(out[..., :12].reshape(-1, 12), response[:2 * 31 * 31], rtol=1e-4, atol=1e-4)
     # (N, 32, 32, 3) -> 31 x 31 x 24 at the stem, and the model still classifies
     assert out.shape == (2, 31, 31, 24) and model(images[:2]).shape == (2, 10)
+    # at the default width: airbench94's MACs (benchmarks/results/airbench-reference/*.json: 118,147,360)
+    default = build_model(ModelConfig(name="cnn", stem="whiten"), (32, 32, 3), 10)
+    assert default.count_params() == 1_975_082 and count_macs(default) == 118_147_360
     # the conv stem has no whitening layer: nothing to do
     assert init_whitening(build_model(_cfg("cnn", width=4), (32, 32, 3), 10), images) is None
     with pytest.raises(ConfigError, match="stem"):

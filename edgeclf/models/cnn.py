@@ -1,11 +1,11 @@
 """``cnn``: a small CNN for 32x32 inputs, built for accuracy per training FLOP and clean int8 export.
 
 Layout: the network of airbench94 (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU",
-https://github.com/KellerJordan/cifar10-airbench) with ReLU instead of GELU, a 3x3 stem instead of
-its 2x2 patch-whitening convolution, and Conv -> BN -> ReLU -> MaxPool order so every BatchNorm folds
-into its convolution:
+https://github.com/KellerJordan/cifar10-airbench) with ReLU instead of GELU, by default a 3x3 stem
+instead of its 2x2 patch-whitening convolution (``--stem whiten`` has that one, :func:`whitening_stem`),
+and Conv -> BN -> ReLU -> MaxPool order so every BatchNorm folds into its convolution:
 
-    stem conv(w)
+    stem conv(w)  (--stem whiten: frozen 2x2 whitening conv(24) + ReLU, 32x32 -> 31x31)
     -> block(2w): conv(2w) + maxpool, conv(2w)       32x32 -> 16x16
     -> block(8w): conv(8w) + maxpool, conv(8w)       16x16 -> 8x8
     -> block(8w): conv(8w) + maxpool, conv(8w)        8x8 -> 4x4
@@ -13,14 +13,16 @@ into its convolution:
 
 Most of the width sits at low resolution (256 channels at 8x8 and 4x4 for w = 32), where a
 convolution costs few MACs per parameter. At 32x32x3 with 10 classes: width 32 (default) 1.98 M
-parameters, 152 M MACs per image; width 4 (tiny tests) 32 k parameters, 2.5 M MACs.
+parameters, 152 M MACs per image; width 4 (tiny tests) 32 k parameters, 2.5 M MACs. With ``--stem
+whiten``: 1.98 M parameters (288 of them the frozen stem), 118 M MACs, as airbench94 (whose 118,147,360
+MACs ``benchmarks/airbench_reference.py`` counts).
 
 Measured on 10,000 CIFAR-10 training images, 10 epochs of the cnn recipe, 2-core AMD EPYC
 Zen 4 (benchmarks/results/cifar10-cnn/ablation.md): 54.0 % test top-1 against 49.0 % for round 2's
 ResNet-9 half-width layout (:func:`build_resnet9`, ``--model cnn-resnet9``), at 1.6x the time per epoch.
 
-Every conv is Conv(no bias) -> BatchNorm -> ReLU, so the int8 graph is integer end to end (the
-``cnn-small`` reference puts BN after ReLU, which cannot fold).
+Every conv is Conv(no bias) -> BatchNorm -> ReLU (the whitening stem: Conv(no bias) -> ReLU), so the
+int8 graph is integer end to end (the ``cnn-small`` reference puts BN after ReLU, which cannot fold).
 """
 
 from __future__ import annotations
