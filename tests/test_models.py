@@ -323,7 +323,7 @@ def test_model_config_defaults_come_from_the_spec():
 
 def test_cnn_whitening_stem_whitens_the_training_patches():
     keras.backend.clear_session()
-    from edgeclf.models.cnn import WHITEN, init_whitening
+    from edgeclf.models.cnn import WHITEN, WHITEN_EPS, init_whitening
 
     model = build_model(_cfg("cnn", width=4, stem="whiten"), (32, 32, 3), 10)
     stem = model.get_layer(WHITEN)
@@ -338,12 +338,16 @@ def test_cnn_whitening_stem_whitens_the_training_patches():
     kernel = stem.kernel.numpy()
     assert not np.allclose(kernel, before)
     np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])  # the filters and their negation
-    # the filters' responses to the images' 2x2 patches: decorrelated, unit variance (up to the eps floor)
+    # the filters' responses to the images' 2x2 patches: decorrelated, variance l / (l + eps) for the
+    # patches' second-moment eigenvalues l (1 where l is far above the floor eps)
     x = images / 127.5 - 1.0
     patches = np.stack([x[:, i:i + 31, j:j + 31] for i in (0, 1) for j in (0, 1)], axis=3).reshape(-1, 12)
+    eigenvalues = np.linalg.eigvalsh(patches.T.astype(np.float64) @ patches / len(patches))[::-1]
+    want = eigenvalues / (eigenvalues + WHITEN_EPS * eigenvalues.mean())
+    assert want.min() < 0.95 < want.max()  # the floor matters for some directions of these images, not all
     response = patches @ kernel[..., :12].reshape(12, 12)
     second_moment = response.T @ response / len(response)
-    np.testing.assert_allclose(np.diag(second_moment), 1.0, atol=0.02)
+    np.testing.assert_allclose(np.diag(second_moment), want, rtol=2e-3)
     np.testing.assert_allclose(second_moment - np.diag(np.diag(second_moment)), 0.0, atol=1e-3)
     # the layer computes the same responses (the pre-ReLU half through ReLU: positive part)
     out = keras.Model(model.inputs, stem.output)(images[:2]).numpy()
