@@ -98,10 +98,14 @@ def init_whitening(model: keras.Model, images) -> str | None:
         raise ValueError(f"init_whitening: need (N, H, W, {c}) images, got shape {x.shape}")
     norm = model.get_layer("normalize")  # in float32 here: under mixed_bfloat16 the layer would round to bf16
     x = x * np.float32(norm.scale) + np.float32(norm.offset)
-    # (N, H-1, W-1, kh*kw*c), each patch flattened as (row, col, channel): the kernel's own (kh, kw, c) order
-    patches = tf.image.extract_patches(x, [1, kh, kw, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID").numpy()
-    flat = patches.reshape(-1, kh * kw * c).astype(np.float64)
-    cov = flat.T @ flat / len(flat)
+    cov, n = np.zeros((kh * kw * c,) * 2), 0
+    for i in range(0, len(x), 256):  # in chunks: 5,000 64x64 photos would be ~2 GB of float64 patches at once
+        # (B, H-1, W-1, kh*kw*c), each patch flattened as (row, col, channel): the kernel's (kh, kw, c) order
+        patches = tf.image.extract_patches(x[i:i + 256], [1, kh, kw, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
+        flat = patches.numpy().reshape(-1, kh * kw * c).astype(np.float64)
+        cov += flat.T @ flat
+        n += len(flat)
+    cov /= n
     eigenvalues, eigenvectors = np.linalg.eigh(cov)  # ascending
     eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
     filters = eigenvectors / np.sqrt(np.maximum(eigenvalues, 0.0) + WHITEN_EPS * eigenvalues.mean())
