@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _whitening import patches_2x2, response_second_moment, whitened_variances
 from conftest import MOBILENET_WEIGHTS
 
 from edgeclf._cpuinfo import FLAGS_ENV
@@ -323,7 +324,7 @@ def test_model_config_defaults_come_from_the_spec():
 
 def test_cnn_whitening_stem_whitens_the_training_patches():
     keras.backend.clear_session()
-    from edgeclf.models.cnn import WHITEN, WHITEN_EPS, init_whitening
+    from edgeclf.models.cnn import WHITEN, init_whitening
 
     model = build_model(_cfg("cnn", width=4, stem="whiten"), (32, 32, 3), 10)
     stem = model.get_layer(WHITEN)
@@ -340,18 +341,16 @@ def test_cnn_whitening_stem_whitens_the_training_patches():
     np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])  # the filters and their negation
     # the filters' responses to the images' 2x2 patches: decorrelated, variance l / (l + eps) for the
     # patches' second-moment eigenvalues l (1 where l is far above the floor eps)
-    x = images / 127.5 - 1.0
-    patches = np.stack([x[:, i:i + 31, j:j + 31] for i in (0, 1) for j in (0, 1)], axis=3).reshape(-1, 12)
-    eigenvalues = np.linalg.eigvalsh(patches.T.astype(np.float64) @ patches / len(patches))[::-1]
-    want = eigenvalues / (eigenvalues + WHITEN_EPS * eigenvalues.mean())
+    patches = patches_2x2(images)
+    want = whitened_variances(patches)
     assert want.min() < 0.95 < want.max()  # the floor matters for some directions of these images, not all
-    response = patches @ kernel[..., :12].reshape(12, 12)
-    second_moment = response.T @ response / len(response)
+    second_moment = response_second_moment(patches, kernel)
     np.testing.assert_allclose(np.diag(second_moment), want, rtol=2e-3)
     np.testing.assert_allclose(second_moment - np.diag(np.diag(second_moment)), 0.0, atol=1e-3)
     # the layer computes the same responses (the pre-ReLU half through ReLU: positive part)
     out = keras.Model(model.inputs, stem.output)(images[:2]).numpy()
-    np.testing.assert_allclose(out[..., :12].reshape(-1, 12), response[:2 * 31 * 31], rtol=1e-4, atol=1e-4)
+    response = patches[:2 * 31 * 31] @ kernel[..., :12].reshape(12, 12)
+    np.testing.assert_allclose(out[..., :12].reshape(-1, 12), response, rtol=1e-4, atol=1e-4)
     # (N, 32, 32, 3) -> 31 x 31 x 24 at the stem, and the model still classifies
     assert out.shape == (2, 31, 31, 24) and model(images[:2]).shape == (2, 10)
     # at the default width: airbench94's MACs (benchmarks/results/airbench-reference/*.json: 118,147,360)

@@ -15,13 +15,13 @@ import h5py
 import numpy as np
 import pytest
 from _cli import run_cli as _run_cli
+from _whitening import patches_2x2, response_second_moment, whitened_variances
 from conftest import CIFAR10_JPG, TINY_CLASSES
 
 from edgeclf._keras import keras
 from edgeclf.data import AugmentConfig, DataConfig, DataError, load_dataset
 from edgeclf.models import ModelConfig
 from edgeclf.models import mobilenet_v2 as mnv2
-from edgeclf.models.cnn import WHITEN_EPS
 from edgeclf.models.flops import count_macs
 from edgeclf.models.io import load_keras_model
 from edgeclf.train import load_config, train
@@ -256,14 +256,10 @@ def test_whitening_stem_is_computed_from_the_training_images_and_stays_frozen(ti
     cfg = _tiny_cfg(tiny_data_dir, tmp_path, model=ModelConfig(name="cnn", width=4, dropout=0.0, stem="whiten"),
                     name="whiten")
     result = train(cfg, progress=False)
-    kernel = load_keras_model(result.model_dir).get_layer("whiten").kernel.numpy().reshape(12, 24)[:, :12]
-    x = load_dataset(cfg.data).train.x.astype(np.float32) / 127.5 - 1.0
-    patches = np.stack([x[:, i:i + 31, j:j + 31] for i in (0, 1) for j in (0, 1)], axis=3).reshape(-1, 12)
-    eigenvalues = np.linalg.eigvalsh(patches.T.astype(np.float64) @ patches / len(patches))[::-1]
-    response = patches @ kernel
-    second_moment = response.T @ response / len(response)
+    kernel = load_keras_model(result.model_dir).get_layer("whiten").kernel.numpy()
+    patches = patches_2x2(load_dataset(cfg.data).train.x)
     # whitened on exactly these images (a random or trained kernel would not give these variances)
-    np.testing.assert_allclose(np.diag(second_moment), eigenvalues / (eigenvalues + WHITEN_EPS * eigenvalues.mean()),
+    np.testing.assert_allclose(np.diag(response_second_moment(patches, kernel)), whitened_variances(patches),
                                rtol=2e-3)
     assert ModelConfig.from_dict(json.loads((result.model_dir / "config.json").read_text())["model"]).stem == "whiten"
 

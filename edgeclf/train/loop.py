@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from edgeclf import __version__
 from edgeclf._io import make_temp_dir, replace_dir, reported_as, write_json, write_text
 from edgeclf._keras import keras, set_seed
@@ -309,17 +307,11 @@ DATA_INIT_IMAGES = 5000
 
 
 def _init_from_data(spec, model, train, seed: int) -> None:
-    """The spec's ``data_init`` step (e.g. the ``cnn``'s whitening stem) on up to
-    :data:`DATA_INIT_IMAGES` shuffled, un-augmented training images; nothing for specs without one."""
+    """The spec's ``data_init`` step (e.g. the ``cnn``'s whitening stem) on a stratified subset of up to
+    :data:`DATA_INIT_IMAGES` un-augmented training images; nothing for specs without one."""
     if not spec.data_init:
         return
-    images, n = [], 0
-    for x, _ in source_batches(train, 500, True, None, seed):
-        images.append(x.numpy())
-        n += len(images[-1])
-        if n >= DATA_INIT_IMAGES:
-            break
-    line = spec.init_from_data(model, np.concatenate(images)[:DATA_INIT_IMAGES])
+    line = spec.init_from_data(model, train.sample(DATA_INIT_IMAGES, seed)[0])
     if line:
         log.info("%s", line)
 
