@@ -62,7 +62,16 @@ AGREEMENT_UNINFORMATIVE = frozenset({"mobilenet", "mobilenet_v3_large"})
 #: the same files fed pixels x 0.5, BGR order or 255 - pixels: -0.08 to 0.52 for the MobileNets, but
 #: 0.35-0.83 for vgg16 (whose random features barely react to the input; docs/models.md). Unlike top-1
 #: agreement it still checks the file when the float model favours one class.
+#: Classes whose float probability varies less than the int8 file's output step are left out of it:
+#: `efficientnetv2_b0`'s float model gave 1/3 +- 0.0005 (std over the 90 test images), below the int8
+#: TFLite's uint8 output step (1/256), so its TFLite correlation measured rounding (0.45-0.63 per class;
+#: 0.495 in a fresh-clone CI run on 2026-12-04, AMD EPYC Zen 4) while its ONNX (float Softmax output)
+#: gave 0.99 (2026-12-04, Zen 4, debug prints beside a training).
 MIN_PROB_CORRELATION = 0.5
+#: When no class varies by more than the output step, the int8 file's probabilities must equal the float
+#: model's to within this many steps (efficientnetv2_b0's TFLite: 0.51 of a step at most over the 90
+#: test images, float std 0.0004-0.0006; 2026-12-04, Zen 4).
+NEAR_CONSTANT_STEPS = 2
 
 
 def _params(names):
@@ -297,14 +306,25 @@ def _base_weights_for_the_test(model, images: np.ndarray, path) -> dict[str, lis
     return {layer.name: [w.copy() for w in layer.get_weights()] for layer in base.layers}
 
 
-def _probability_correlation(float_probs: np.ndarray, int8_probs: np.ndarray) -> float:
+def _probability_correlation(float_probs: np.ndarray, int8_probs: np.ndarray, min_std: float = 1e-6) -> float:
     """Mean over classes of the Pearson correlation, across images, between the float model's and an
-    int8 file's probability of that class; float (N, C) each. Classes whose float probability does
-    not vary (std < 1e-6) are left out. A faithful int8 file tracks the float model's image-to-image
+    int8 file's probability of that class; float (N, C) each. Classes whose float probability varies
+    less than ``min_std`` (std across the images) are left out, and so are classes the int8 file gives
+    one value; 0.0 when none is left. A faithful int8 file tracks the float model's image-to-image
     changes even when both favour one class (where top-1 agreement says nothing)."""
     rs = [np.corrcoef(float_probs[:, c], int8_probs[:, c])[0, 1] for c in range(float_probs.shape[1])
-          if float_probs[:, c].std() > 1e-6 and int8_probs[:, c].std() > 1e-6]
+          if float_probs[:, c].std() > max(min_std, 1e-6) and int8_probs[:, c].std() > 1e-6]
     return float(np.mean(rs)) if rs else 0.0
+
+
+def _output_step(path) -> float:
+    """The quantization step of an int8 file's probability output (0.0 for a float output): the int8
+    TFLite outputs uint8 probabilities (scale 1/256), the int8 ONNX a float Softmax."""
+    if path.suffix != ".tflite":
+        return 0.0
+    from ai_edge_litert.interpreter import Interpreter
+
+    return float(Interpreter(model_path=str(path)).get_output_details()[0]["quantization"][0])
 
 
 @pytest.fixture(scope="module")
@@ -401,8 +421,14 @@ def _check_round_trip(roundtrip, name: str) -> None:
             probs = clf.predict(x)
         finally:
             clf.close()
-        r = _probability_correlation(float_probs, probs)
-        assert r >= MIN_PROB_CORRELATION, f"{artifact}: probability correlation with the float model {r:.3f}"
+        # classes whose float probability varies less than the file's output step are left out: no
+        # file could track them (efficientnetv2_b0's near-constant float model, MIN_PROB_CORRELATION)
+        step = _output_step(model_dir / artifact)
+        if (float_probs.std(0) > max(step, 1e-6)).any():
+            r = _probability_correlation(float_probs, probs, min_std=step)
+            assert r >= MIN_PROB_CORRELATION, f"{artifact}: probability correlation with the float model {r:.3f}"
+        else:  # all that can be checked of a near-constant model: the file gives its values, to a few steps
+            np.testing.assert_allclose(probs, float_probs, atol=NEAR_CONSTANT_STEPS * step, err_msg=artifact)
         agreement = float(np.mean(probs.argmax(1) == float_top1))
         if name not in AGREEMENT_UNINFORMATIVE:
             assert not spread or agreement >= MIN_AGREEMENT, f"{artifact}: top-1 agreement {agreement:.3f}"
