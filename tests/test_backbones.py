@@ -424,11 +424,13 @@ def _check_round_trip(roundtrip, name: str) -> None:
         # classes whose float probability varies less than the file's output step are left out: no
         # file could track them (efficientnetv2_b0's near-constant float model, MIN_PROB_CORRELATION)
         step = _output_step(model_dir / artifact)
-        if (float_probs.std(0) > max(step, 1e-6)).any():
-            r = _probability_correlation(float_probs, probs, min_std=step)
-            assert r >= MIN_PROB_CORRELATION, f"{artifact}: probability correlation with the float model {r:.3f}"
-        else:  # all that can be checked of a near-constant model: the file gives its values, to a few steps
+        if not (float_probs.std(0) > max(step, 1e-6)).any():
+            # near-constant for this file: its top-1 is decided by rounding (ties of uint8 probabilities), so
+            # all that can be checked is that it gives the float model's values, to a few steps
             np.testing.assert_allclose(probs, float_probs, atol=NEAR_CONSTANT_STEPS * step, err_msg=artifact)
+            continue
+        r = _probability_correlation(float_probs, probs, min_std=step)
+        assert r >= MIN_PROB_CORRELATION, f"{artifact}: probability correlation with the float model {r:.3f}"
         agreement = float(np.mean(probs.argmax(1) == float_top1))
         if name not in AGREEMENT_UNINFORMATIVE:
             assert not spread or agreement >= MIN_AGREEMENT, f"{artifact}: top-1 agreement {agreement:.3f}"
