@@ -91,15 +91,17 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._start = self.clock()
-        self._last_end: float | None = None
+        self._epoch_start: float | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        # An epoch costs the time from the previous epoch's end, not from its own begin: what runs in
-        # between (the other callbacks' end-of-epoch saves, Keras making the next data iterator) uses the
-        # budget as well. Measured: a 2 h `cnn --stem whiten` run spent 7,175 s in training for 5,843 s of
-        # Keras epoch times (Zen 4, benchmarks/results/cifar10-cnn-whiten); planned from begin-to-end
-        # times (103 s where ~126 s passed per epoch) the budget cut its plan ten times, 67 -> 57 epochs.
-        self._epoch_start = self.clock() if self._last_end is None else self._last_end
+        # An epoch costs the time from the previous epoch's end (where on_epoch_end starts the next one),
+        # not from its own begin: what runs in between (the other callbacks' end-of-epoch saves, Keras
+        # making the next data iterator) uses the budget as well. Measured: a 2 h `cnn --stem whiten` run
+        # spent 7,175 s in training for 5,843 s of Keras epoch times (Zen 4,
+        # benchmarks/results/cifar10-cnn-whiten); planned from begin-to-end times (103 s where ~126 s
+        # passed per epoch) the budget cut its plan ten times, 67 -> 57 epochs.
+        if self._epoch_start is None:  # the first epoch of this fit
+            self._epoch_start = self.clock()
 
     def epoch_estimate(self, size: int | None = None) -> float:
         """Seconds per epoch (at input ``size``; None: the last epoch's size): the mean of the epochs
@@ -139,8 +141,9 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.schedule is None:
             raise RuntimeError("TimeBudget.bind() was not called before fit")
-        self._last_end = self.clock()
-        self.epoch_seconds.append(self._last_end - self._epoch_start)
+        now = self.clock()
+        self.epoch_seconds.append(now - self._epoch_start)
+        self._epoch_start = now  # the next epoch starts here
         self.epoch_sizes.append(self.size_of(epoch, self.epochs))
         done = epoch + 1
         fit_in = self.epochs_that_fit(done)
