@@ -1,7 +1,7 @@
 """Where a training epoch's wall time goes outside Keras' own epoch time: timestamps of the callback hooks
 around the epoch boundaries of a real ``edgeclf train`` run.
 
-Usage: python benchmarks/epoch_overhead_probe.py DATA [--epochs 3] [--stem conv|whiten] [--out DIR]
+Usage: python benchmarks/epoch_overhead_probe.py DATA [--epochs 3] [--stem conv|whiten] [--out DIR] [--py-spy EXE]
 
 Prints ``STAMP <seconds since start> <hook>`` lines (train begin, each epoch's begin and end, the first two
 and last two batches of each epoch) and, at the end, the gaps between one epoch's end and the next one's
@@ -13,7 +13,10 @@ begin, which neither Keras' progress bar nor ``--time-budget``'s per-epoch estim
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import subprocess
+import threading
 import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -30,9 +33,51 @@ T0 = time.perf_counter()
 class Stamps(keras.callbacks.Callback):
     """Prints a timestamp at every hook around the epoch boundaries; keeps (end, begin) pairs."""
 
-    def __init__(self):
+    def __init__(self, py_spy: str | None = None, out: str = "."):
         super().__init__()
         self.ends, self.begins = [], []
+        self.py_spy, self.out, self._in_gap = py_spy, out, threading.Event()
+
+    def _thread_cpu_in_gap(self, epoch: int) -> None:
+        """CPU seconds each of this process's threads used while it is between two epochs, from
+        ``/proc/self/task/*/stat`` (utime + stime, clock ticks), printed at the next epoch's begin."""
+        def sample() -> dict[str, float]:
+            out = {}
+            for tid in os.listdir("/proc/self/task"):
+                try:
+                    with open(f"/proc/self/task/{tid}/stat") as f:
+                        stat = f.read()
+                except OSError:  # the thread ended
+                    continue
+                name = stat[stat.index("(") + 1:stat.rindex(")")]
+                fields = stat[stat.rindex(")") + 2:].split()
+                out[f"{tid} {name}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return out
+        start, t0 = sample(), time.perf_counter()
+        while self._in_gap.is_set():
+            time.sleep(0.05)
+        end, dt = sample(), time.perf_counter() - t0
+        used = sorted(((end[k] - start.get(k, 0.0), k) for k in end), reverse=True)
+        print(f"THREADS gap after epoch {epoch} ({dt:.2f} s wall): " + ", ".join(
+            f"{k} {u:.2f} s" for u, k in used[:8] if u > 0), flush=True)
+        gone = [k for k in start if k not in end]
+        if gone:
+            print(f"THREADS ended in the gap: {len(gone)} ({', '.join(gone[:8])})", flush=True)
+
+    def _dump_gap(self, epoch: int) -> None:
+        """``py-spy dump --native`` of this process every second while it is between two epochs."""
+        time.sleep(0.5)
+        n = 0
+        while self._in_gap.is_set():
+            t = time.perf_counter() - T0
+            dump = subprocess.run([self.py_spy, "dump", "--native", "--pid", str(os.getpid())],
+                                  capture_output=True, text=True).stdout
+            if not self._in_gap.is_set():
+                break
+            with open(os.path.join(self.out, f"gap{epoch}_dump{n}.txt"), "w") as f:
+                f.write(f"# {t:.2f} s\n{dump}")
+            n += 1
+            time.sleep(1.0)
 
     def _stamp(self, what: str) -> float:
         t = time.perf_counter() - T0
@@ -43,6 +88,7 @@ class Stamps(keras.callbacks.Callback):
         self._stamp("train_begin")
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._in_gap.clear()
         self.begins.append(self._stamp(f"epoch_begin {epoch}"))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -52,6 +98,19 @@ class Stamps(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.ends.append(self._stamp(f"epoch_end {epoch}"))
+        self._in_gap.set()
+        threading.Thread(target=self._thread_cpu_in_gap, args=(epoch,), daemon=True).start()
+        if self.py_spy:
+            threading.Thread(target=self._dump_gap, args=(epoch,), daemon=True).start()
+
+
+def _log_gc(phase: str, info: dict, _start=[0.0]) -> None:  # noqa: B006 (a per-process start time)
+    """Prints Python garbage collections that took over 0.1 s (``gc.callbacks``)."""
+    if phase == "start":
+        _start[0] = time.perf_counter()
+    elif (d := time.perf_counter() - _start[0]) > 0.1:
+        print(f"STAMP {time.perf_counter() - T0:9.2f} gc generation {info['generation']} took {d:.2f} s, "
+              f"collected {info['collected']}", flush=True)
 
 
 def main() -> None:
@@ -60,11 +119,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--stem", default="conv", choices=("conv", "whiten"))
     p.add_argument("--out", default="/tmp/epoch-overhead-probe")
+    p.add_argument("--py-spy", help="path of a py-spy executable: dump this process's native stacks every "
+                   "second between epochs into --out")
     a = p.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    gc.callbacks.append(_log_gc)
     cfg = TrainConfig.from_recipe(ModelConfig(name="cnn", stem=a.stem), {},
                                   data=DataConfig(source=a.data, val_split=0.0, seed=42), epochs=a.epochs,
                                   mixed_precision=True, name="probe", out=a.out)
-    stamps = Stamps()
+    stamps = Stamps(a.py_spy, a.out)
     result = train(cfg, progress=False, extra_callbacks=[stamps])
     gaps = [b - e for e, b in zip(stamps.ends, stamps.begins[1:])]
     print("gaps between epochs (s):", " ".join(f"{g:.2f}" for g in gaps))

@@ -142,6 +142,24 @@ class ExactStepCount(keras.callbacks.Callback):
             self.model.optimizer.iterations.assign(taken)
 
 
+def one_iterator(batches: tf.data.Dataset) -> tuple[tf.data.Dataset, int | None]:
+    """``batches`` repeated, and its batches per epoch, so that ``Model.fit`` keeps ONE data iterator for all
+    its epochs; ``(batches, None)`` where the number of batches is not known (a streamed source).
+
+    Why: given a finite dataset, tf_keras makes a new iterator every epoch and deletes the last one, and
+    deleting it stalled for 10-14 s with no CPU in use at 4 of 5 epoch boundaries of the full-data ``cnn``
+    (main thread waiting in ``RootDataset::Iterator``'s destructor for one of its threads;
+    ``benchmarks/epoch_overhead_probe.py``, benchmarks/results/cifar10-cnn-whiten/epoch-overhead/). The
+    repeated dataset re-iterates (and so reshuffles, ``reshuffle_each_iteration``) its input at each pass,
+    and every epoch still ends with the same partial batch, so the batches are those of one iterator per
+    epoch.
+    """
+    n = int(batches.cardinality())
+    if n <= 0:  # UNKNOWN (-2, e.g. after a filter), INFINITE (-1) or empty
+        return batches, None
+    return batches.repeat(), n
+
+
 def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: Sequence = (), validation=None,
         class_weight: dict[int, float] | None = None, initial_epoch: int = 0, budget: TimeBudget | None = None):
     """Compile ``model`` with ``plan`` and fit it for ``epochs`` epochs.
@@ -210,8 +228,10 @@ def fit(model, train, num_classes: int, plan: FitPlan, epochs: int, callbacks: S
         model.compile(optimizer=make_optimizer(plan.optimizer, schedule, plan.weight_decay, plan.ema_decay),
                       loss=loss, metrics=[metric])
     checks = SourceCheck([train, validation] if has_val else [train])
+    train_ds, steps_per_epoch = one_iterator(train_ds)
     try:
         return model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                         steps_per_epoch=steps_per_epoch,
                          callbacks=[checks, ExactStepCount(), *([resize] if resize else []), EMAValidation(),
                                     *([budget] if budget else []), EpochETA(epochs, budget), *callbacks],
                          class_weight=class_weight,
