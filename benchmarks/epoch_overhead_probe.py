@@ -1,13 +1,20 @@
 """Where a training epoch's wall time goes outside Keras' own epoch time: timestamps of the callback hooks
 around the epoch boundaries of a real ``edgeclf train`` run.
 
-Usage: python benchmarks/epoch_overhead_probe.py DATA [--epochs 3] [--stem conv|whiten] [--out DIR] [--py-spy EXE]
+Usage: python benchmarks/epoch_overhead_probe.py DATA [--epochs 3] [--stem conv|whiten] [--val-split F] [--out DIR]
+                                                       [--py-spy EXE]
 
 Prints ``STAMP <seconds since start> <hook>`` lines (train begin, each epoch's begin and end, the first two
 and last two batches of each epoch) and, at the end, the gaps between one epoch's end and the next one's
 begin, which neither Keras' progress bar nor ``--time-budget``'s per-epoch estimate counts (the budget's
 ``left`` does: it reads the wall clock). Measured why: the 2 h ``cnn --stem whiten`` run of
 ``benchmarks/results/cifar10-cnn-whiten`` spent 7,175 s in training for 5,843 s of Keras epoch times.
+
+Also printed: Python garbage collections over 0.1 s (``gc.callbacks``), the CPU seconds of each thread
+of the process while it is between two epochs (``THREADS`` lines, from ``/proc/self/task``), and with
+``--py-spy`` the native stacks taken every ~3 s inside each gap (files in ``--out``). What it found
+(10-14 s gaps: deleting Keras' per-epoch data iterator) and the fix (``edgeclf.train.fit.one_iterator``):
+``benchmarks/results/cifar10-cnn-whiten/README.md``.
 """
 
 from __future__ import annotations
@@ -96,6 +103,12 @@ class Stamps(keras.callbacks.Callback):
         if batch < 2 or batch >= steps - 2:
             self._stamp(f"batch_end {batch}")
 
+    def on_test_begin(self, logs=None):
+        self._stamp("validation_begin")
+
+    def on_test_end(self, logs=None):
+        self._stamp("validation_end")
+
     def on_epoch_end(self, epoch, logs=None):
         self.ends.append(self._stamp(f"epoch_end {epoch}"))
         self._in_gap.set()
@@ -118,6 +131,9 @@ def main() -> None:
     p.add_argument("data")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--stem", default="conv", choices=("conv", "whiten"))
+    p.add_argument("--val-split", type=float, default=0.0,
+                   help="hold out this fraction for validation after every epoch (Keras makes a new validation "
+                   "iterator each time; the stamps show validation's begin and end)")
     p.add_argument("--out", default="/tmp/epoch-overhead-probe")
     p.add_argument("--py-spy", help="path of a py-spy executable: dump this process's native stacks every "
                    "second between epochs into --out")
@@ -125,7 +141,7 @@ def main() -> None:
     os.makedirs(a.out, exist_ok=True)
     gc.callbacks.append(_log_gc)
     cfg = TrainConfig.from_recipe(ModelConfig(name="cnn", stem=a.stem), {},
-                                  data=DataConfig(source=a.data, val_split=0.0, seed=42), epochs=a.epochs,
+                                  data=DataConfig(source=a.data, val_split=a.val_split, seed=42), epochs=a.epochs,
                                   mixed_precision=True, name="probe", out=a.out)
     stamps = Stamps(a.py_spy, a.out)
     result = train(cfg, progress=False, extra_callbacks=[stamps])
