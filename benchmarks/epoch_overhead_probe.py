@@ -72,7 +72,8 @@ class Stamps(keras.callbacks.Callback):
             print(f"THREADS ended in the gap: {len(gone)} ({', '.join(gone[:8])})", flush=True)
 
     def _dump_gap(self, epoch: int) -> None:
-        """``py-spy dump --native`` of this process every second while it is between two epochs."""
+        """``py-spy dump --native`` of this process while it is between two epochs: one every ~3 s (a dump takes
+        ~2 s of a 2-vCPU machine, then a 1 s pause)."""
         time.sleep(0.5)
         n = 0
         while self._in_gap.is_set():
@@ -136,7 +137,7 @@ def main() -> None:
                    "iterator each time; the stamps show validation's begin and end)")
     p.add_argument("--out", default="/tmp/epoch-overhead-probe")
     p.add_argument("--py-spy", help="path of a py-spy executable: dump this process's native stacks every "
-                   "second between epochs into --out")
+                   "~3 s between epochs into --out")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     gc.callbacks.append(_log_gc)

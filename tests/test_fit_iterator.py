@@ -41,8 +41,12 @@ def test_batches_of_unknown_number_are_left_as_they_are():
 
 
 class _BatchesPerEpoch(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.counts: list[int] = []
+
     def on_epoch_begin(self, epoch, logs=None):
-        self.counts = [*getattr(self, "counts", []), 0]
+        self.counts.append(0)
 
     def on_train_batch_end(self, batch, logs=None):
         self.counts[-1] += 1

@@ -147,8 +147,8 @@ def one_iterator(batches: tf.data.Dataset) -> tuple[tf.data.Dataset, int | None]
     its epochs; ``(batches, None)`` where the number of batches is not known (a streamed source).
 
     Why: given a finite dataset, tf_keras makes a new iterator every epoch and deletes the last one, and
-    deleting it stalled for 10-14 s with no CPU in use at 4 of 5 epoch boundaries of the full-data ``cnn``
-    (main thread waiting in ``RootDataset::Iterator``'s destructor for one of its threads;
+    deleting it stalled for 10-14 s with no CPU in use at 5 of 7 epoch boundaries (three probes) of the
+    full-data ``cnn`` (main thread waiting in ``RootDataset::Iterator``'s destructor for one of its threads;
     ``benchmarks/epoch_overhead_probe.py``, benchmarks/results/cifar10-cnn-whiten/epoch-overhead/). The
     repeated dataset re-iterates (and so reshuffles, ``reshuffle_each_iteration``) its input at each pass,
     and every epoch still ends with the same partial batch, so the batches are those of one iterator per
