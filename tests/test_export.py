@@ -22,6 +22,11 @@ from edgeclf.runtime.manifest import SCHEMA_VERSION, ArtifactStatus, Precision
 
 DEFAULT_FILES = ("model_fp32.tflite", "model_fp16.tflite", "model_dynamic.tflite", "model_int8.tflite",
                  "model_fp32.onnx", "model_int8.onnx")
+#: Largest |probability - Keras float probability| a float file may show. Measured on the tiny model (CPU
+#: Zen 4 and the CI machine, 2026-12): fp32 < 5e-6 (summation order only), fp16 1.4e-4 to 3.0e-4 (weights
+#: rounded to 11 significant bits). Top-1 agreement alone is no test here: one near-tie in 90 images
+#: flipped under fp16 on CI (0.989 agreement at 1.4e-4).
+FLOAT_PROB_TOL = {Precision.FP32: 1e-4, Precision.FP16: 2e-3}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +75,10 @@ def test_every_artifact_written_validated_and_in_manifest(exported):
         assert 0 < a.size_gzip_bytes <= a.size_bytes + 64
         v = a.validation
         assert v.n_images == 90 and a.status is ArtifactStatus.OK
-        assert v.top1_agreement >= (0.9 if a.precision in (Precision.INT8, Precision.DYNAMIC) else 0.99), a.file
+        if a.precision in (Precision.INT8, Precision.DYNAMIC):
+            assert v.top1_agreement >= 0.9, a.file
+        else:  # float files: probabilities within FLOAT_PROB_TOL, so top-1 flips only at near-ties
+            assert v.max_abs_prob_diff <= FLOAT_PROB_TOL[a.precision] and v.top1_agreement >= 0.97, a.file
         assert v.acc_drop_pp <= 5.0 and set(a.tools) >= {"tensorflow", "tfmot", "tf2onnx", "onnxruntime"}
         int8 = a.precision is Precision.INT8
         # int8 .tflite: --int8-io uint8 by default; the int8 .onnx (--onnx-int8 auto: an onnxruntime QDQ
@@ -109,7 +117,11 @@ def test_artifact_runs_alone_and_agrees_with_float(exported, name):
     p = clf.predict(x)
     ref = load_keras_model(d).predict(x, verbose=0)
     agree = float(np.mean(p.argmax(1) == ref.argmax(1)))
-    assert agree >= (0.9 if "int8" in name or "dynamic" in name else 0.99)
+    if "int8" in name or "dynamic" in name:
+        assert agree >= 0.9
+    else:
+        tol = FLOAT_PROB_TOL[Precision.FP16 if "fp16" in name else Precision.FP32]
+        assert np.abs(p - ref).max() <= tol and agree >= 0.97
     assert np.allclose(p.sum(1), 1.0, atol=0.05)
 
 
