@@ -1,8 +1,8 @@
 """Where a training epoch's wall time goes outside Keras' own epoch time: timestamps of the callback hooks
 around the epoch boundaries of a real ``edgeclf train`` run.
 
-Usage: python benchmarks/epoch_overhead_probe.py DATA [--epochs 3] [--stem conv|whiten] [--val-split F] [--out DIR]
-                                                       [--py-spy EXE]
+Usage: python benchmarks/epoch_overhead_probe.py DATA [--epochs 3] [--stem conv|whiten] [--val-split F]
+                                                       [--val-autotune on|off] [--out DIR] [--py-spy EXE]
 
 Prints ``STAMP <seconds since start> <hook>`` lines (train begin, each epoch's begin and end, the first two
 and last two batches of each epoch) and, at the end, the gaps between one epoch's end and the next one's
@@ -43,9 +43,21 @@ class Stamps(keras.callbacks.Callback):
     def __init__(self, py_spy: str | None = None, out: str = "."):
         super().__init__()
         self.ends, self.begins = [], []
+        self.val_ends, self.val_gaps = [], []
         self.py_spy, self.out, self._in_gap = py_spy, out, threading.Event()
 
-    def _thread_cpu_in_gap(self, epoch: int) -> None:
+    def _open_gap(self, tag: str) -> None:
+        """Start watching a gap (thread CPU, py-spy dumps) until :meth:`_close_gap`; files and lines carry ``tag``."""
+        self._in_gap = gap = threading.Event()
+        gap.set()
+        threading.Thread(target=self._thread_cpu_in_gap, args=(tag, gap), daemon=True).start()
+        if self.py_spy:
+            threading.Thread(target=self._dump_gap, args=(tag, gap), daemon=True).start()
+
+    def _close_gap(self) -> None:
+        self._in_gap.clear()
+
+    def _thread_cpu_in_gap(self, tag: str, gap: threading.Event) -> None:
         """CPU seconds each of this process's threads used while it is between two epochs, from
         ``/proc/self/task/*/stat`` (utime + stime, clock ticks), printed at the next epoch's begin."""
         def sample() -> dict[str, float]:
@@ -61,28 +73,28 @@ class Stamps(keras.callbacks.Callback):
                 out[f"{tid} {name}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             return out
         start, t0 = sample(), time.perf_counter()
-        while self._in_gap.is_set():
+        while gap.is_set():
             time.sleep(0.05)
         end, dt = sample(), time.perf_counter() - t0
         used = sorted(((end[k] - start.get(k, 0.0), k) for k in end), reverse=True)
-        print(f"THREADS gap after epoch {epoch} ({dt:.2f} s wall): " + ", ".join(
+        print(f"THREADS gap {tag} ({dt:.2f} s wall): " + ", ".join(
             f"{k} {u:.2f} s" for u, k in used[:8] if u > 0), flush=True)
         gone = [k for k in start if k not in end]
         if gone:
             print(f"THREADS ended in the gap: {len(gone)} ({', '.join(gone[:8])})", flush=True)
 
-    def _dump_gap(self, epoch: int) -> None:
+    def _dump_gap(self, tag: str, gap: threading.Event) -> None:
         """``py-spy dump --native`` of this process while it is between two epochs: one every ~3 s (a dump takes
         ~2 s of a 2-vCPU machine, then a 1 s pause)."""
         time.sleep(0.5)
         n = 0
-        while self._in_gap.is_set():
+        while gap.is_set():
             t = time.perf_counter() - T0
             dump = subprocess.run([self.py_spy, "dump", "--native", "--pid", str(os.getpid())],
                                   capture_output=True, text=True).stdout
-            if not self._in_gap.is_set():
+            if not gap.is_set():
                 break
-            with open(os.path.join(self.out, f"gap{epoch}_dump{n}.txt"), "w") as f:
+            with open(os.path.join(self.out, f"gap_{tag}_dump{n}.txt"), "w") as f:
                 f.write(f"# {t:.2f} s\n{dump}")
             n += 1
             time.sleep(1.0)
@@ -96,7 +108,7 @@ class Stamps(keras.callbacks.Callback):
         self._stamp("train_begin")
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._in_gap.clear()
+        self._close_gap()
         self.begins.append(self._stamp(f"epoch_begin {epoch}"))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -108,14 +120,17 @@ class Stamps(keras.callbacks.Callback):
         self._stamp("validation_begin")
 
     def on_test_end(self, logs=None):
-        self._stamp("validation_end")
+        """Keras' ``evaluate`` deletes its validation iterator when it returns, after this hook and before
+        ``on_epoch_end``: that span is watched as gap ``val<epoch>``."""
+        self.val_ends.append(self._stamp("validation_end"))
+        self._open_gap(f"val{len(self.val_ends) - 1}")
 
     def on_epoch_end(self, epoch, logs=None):
+        self._close_gap()
         self.ends.append(self._stamp(f"epoch_end {epoch}"))
-        self._in_gap.set()
-        threading.Thread(target=self._thread_cpu_in_gap, args=(epoch,), daemon=True).start()
-        if self.py_spy:
-            threading.Thread(target=self._dump_gap, args=(epoch,), daemon=True).start()
+        if len(self.val_ends) == len(self.ends):
+            self.val_gaps.append(self.ends[-1] - self.val_ends[-1])
+        self._open_gap(f"epoch{epoch}")
 
 
 def _log_gc(phase: str, info: dict, _start=[0.0]) -> None:  # noqa: B006 (a per-process start time)
@@ -127,6 +142,14 @@ def _log_gc(phase: str, info: dict, _start=[0.0]) -> None:  # noqa: B006 (a per-
               f"collected {info['collected']}", flush=True)
 
 
+def _validation_with_autotune() -> None:
+    """Make ``edgeclf.train.fit`` leave tf.data's autotuning on for its validation pipeline (undo
+    ``without_autotune``); the training pipeline is unchanged."""
+    import edgeclf.train.fit as fit_module
+
+    fit_module.without_autotune = lambda ds: ds
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("data")
@@ -135,12 +158,18 @@ def main() -> None:
     p.add_argument("--val-split", type=float, default=0.0,
                    help="hold out this fraction for validation after every epoch (Keras makes a new validation "
                    "iterator each time; the stamps show validation's begin and end)")
+    p.add_argument("--val-autotune", default="off", choices=("on", "off"),
+                   help="on: the validation pipeline runs with tf.data's autotuning, as Keras' default and "
+                   "edgeclf before session 33 (whose iterator's deletion waited ~1.7 s per epoch); off: as "
+                   "edgeclf.train.fit.without_autotune builds it")
     p.add_argument("--out", default="/tmp/epoch-overhead-probe")
     p.add_argument("--py-spy", help="path of a py-spy executable: dump this process's native stacks every "
                    "~3 s between epochs into --out")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     gc.callbacks.append(_log_gc)
+    if a.val_autotune == "on":
+        _validation_with_autotune()
     cfg = TrainConfig.from_recipe(ModelConfig(name="cnn", stem=a.stem), {},
                                   data=DataConfig(source=a.data, val_split=a.val_split, seed=42), epochs=a.epochs,
                                   mixed_precision=True, name="probe", out=a.out)
@@ -148,6 +177,8 @@ def main() -> None:
     result = train(cfg, progress=False, extra_callbacks=[stamps])
     gaps = [b - e for e, b in zip(stamps.ends, stamps.begins[1:])]
     print("gaps between epochs (s):", " ".join(f"{g:.2f}" for g in gaps))
+    if stamps.val_gaps:
+        print("gaps from validation's end to the epoch's end (s):", " ".join(f"{g:.2f}" for g in stamps.val_gaps))
     print("model directory:", result.model_dir)
 
 

@@ -1,5 +1,7 @@
 """``edgeclf.train.fit.one_iterator``: a training source of known size is fitted through one repeated
-iterator; every epoch still sees each image once, ends with the same partial batch, and is reshuffled."""
+iterator; every epoch still sees each image once, ends with the same partial batch, and is reshuffled.
+``without_autotune``: the validation pipeline Keras iterates every epoch runs without tf.data's autotuner
+and yields the same batches."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from edgeclf._keras import keras
 from edgeclf.data.dataset import ArraySplit
 from edgeclf.data.pipeline import source_batches
 from edgeclf.train.config import Optimizer
-from edgeclf.train.fit import FitPlan, fit, one_iterator
+from edgeclf.train.fit import FitPlan, fit, one_iterator, without_autotune
 
 N, BATCH = 10, 4  # 3 batches per epoch: 4, 4 and a partial 2
 
@@ -61,3 +63,31 @@ def test_fit_runs_every_epoch_over_the_whole_source_once():
     assert counter.counts == [3, 3, 3]
     assert len(history.history["loss"]) == 3
     assert int(model.optimizer.iterations.numpy()) == 9
+
+
+def test_validation_pipeline_without_autotune_yields_the_same_batches():
+    ds = source_batches(_indexed_split(), BATCH, False)
+    plain = without_autotune(ds)
+    assert ds.options().autotune.enabled is not False and plain.options().autotune.enabled is False
+    for (a, b), (c, d) in zip(ds, plain, strict=True):
+        assert np.array_equal(a.numpy(), c.numpy()) and np.array_equal(b.numpy(), d.numpy())
+
+
+class _ValidationOptions(keras.callbacks.Callback):
+    """Records, at each validation, whether the dataset Keras evaluates has autotuning on."""
+
+    def __init__(self):
+        super().__init__()
+        self.autotune: list[bool | None] = []
+
+    def on_test_begin(self, logs=None):
+        self.autotune.append(self.model._eval_data_handler._dataset.options().autotune.enabled)
+
+
+def test_fit_validates_every_epoch_without_autotune():
+    model = keras.Sequential([keras.layers.Input((2, 2, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    seen = _ValidationOptions()
+    history = fit(model, _indexed_split(), 2, FitPlan(optimizer=Optimizer.SGD, lr=0.01, batch_size=BATCH), 2,
+                  [seen], validation=_indexed_split(6))
+    assert seen.autotune == [False, False] and len(history.history["val_accuracy"]) == 2
