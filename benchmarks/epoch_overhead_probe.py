@@ -112,8 +112,10 @@ class Stamps(keras.callbacks.Callback):
         self.begins.append(self._stamp(f"epoch_begin {epoch}"))
 
     def on_train_batch_end(self, batch, logs=None):
-        steps = self.params.get("steps") or 0
-        if batch < 2 or batch >= steps - 2:
+        steps = self.params.get("steps")
+        if steps is None:  # a streamed source (unknown batch count): the last two are printed at the epoch's end
+            self._last = [*getattr(self, "_last", [])[-1:], (batch, time.perf_counter() - T0)]
+        if batch < 2 or (steps is not None and batch >= steps - 2):
             self._stamp(f"batch_end {batch}")
 
     def on_test_begin(self, logs=None):
@@ -127,6 +129,9 @@ class Stamps(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._close_gap()
+        for batch, t in getattr(self, "_last", []):
+            print(f"STAMP {t:9.2f} batch_end {batch}", flush=True)
+        self._last = []
         self.ends.append(self._stamp(f"epoch_end {epoch}"))
         if len(self.val_ends) == len(self.ends):
             self.val_gaps.append(self.ends[-1] - self.val_ends[-1])
