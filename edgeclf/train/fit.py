@@ -162,16 +162,17 @@ def one_iterator(batches: tf.data.Dataset) -> tuple[tf.data.Dataset, int | None]
 
 def without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
     """``ds`` with tf.data's autotuning off (``options.autotune.enabled = False``: its ``AUTOTUNE`` parallel
-    maps then run min(16, CPUs) calls at a time), for the validation pipeline, which ``Model.fit``
+    maps then keep their initial min(16, CPUs) calls at a time), for the validation pipeline, which ``Model.fit``
     iterates anew at every epoch (``evaluate`` makes a new iterator per call).
 
     Why: with autotuning on, deleting each epoch's validation iterator waited 1.73-1.75 s at 3 of 4 epochs
-    of the full-data ``cnn`` (0.1 CPU-seconds used in the wait; 0.23 s at the fourth); with it off 0.13-0.18
+    of the full-data ``cnn`` (~0.1 CPU-seconds used in the wait; 0.23 s at the fourth); with it off 0.13-0.18
     s, for the same validation time (3.6-3.9 s vs 3.5-4.2 s for 5,000 images; ``benchmarks/
     epoch_overhead_probe.py --val-split 0.1 [--val-autotune on]``,
     benchmarks/results/cifar10-cnn-whiten/README.md). The waits ended 5.2 s after validation began, where
-    the autotuner's doubling wait (10 ms ... 2.56 s) ends: the wait is for the autotuner thread, the same
-    wait :func:`one_iterator` avoids for the training iterator by never deleting it.
+    the autotuner's doubling wait (10 ms ... 2.56 s) ends, which points at the autotuner thread: a race
+    between its wake-up and the deletion's cancellation, the wait :func:`one_iterator` avoids for the
+    training iterator by never deleting it.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
