@@ -4,6 +4,7 @@ the time left in the phase."""
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -57,3 +58,28 @@ def test_the_line_follows_the_plan_the_time_budget_re_planned(caplog):
     assert len(hist.history["loss"]) == 3
     assert [line.split(":")[0] for line in lines] == ["epoch 1/5", "epoch 2/3", "epoch 3/3"]
     assert "; 1 more, about 30 s" in lines[1]
+
+
+def test_after_the_first_epoch_a_plan_past_the_budget_is_reported_with_the_budget_s_end(caplog):
+    """200 s of budget, 10 planned epochs of 60 s: the budget plans only from the second epoch on, so after
+    the first the 9 planned epochs left (9 min) overrun it and the line says so, with the budget's end."""
+    now = [0.0]
+
+    class Tick(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):  # after the budget and EpochETA read the clock
+            now[0] += 60.0
+
+    rng = np.random.default_rng(0)
+    train = ArraySplit(rng.integers(0, 256, (32, 8, 8, 3), dtype=np.uint8), rng.integers(0, 2, 32))
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inp)))
+    budget = TimeBudget(200.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="edgeclf.train.eta"):
+        hist = fit(model, train, 2, FitPlan(optimizer=Optimizer.SGD, lr=0.01, batch_size=16), 10, [Tick()],
+                   budget=budget)
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgeclf.train.eta"]
+    assert len(hist.history["loss"]) == 3  # 60 s each: two more fit in the 140 s left after the first
+    assert lines[0].startswith("epoch 1/10: 1 min") and re.search(
+        r"; 9 more would take about 9 min, past the 3 min time budget, which shortens the plan from the second "
+        r"epoch on \(ends by about \d\d:\d\d UTC\)$", lines[0]), lines[0]
+    assert lines[1].startswith("epoch 2/3") and "; 1 more, about 1 min (ends about" in lines[1]

@@ -120,6 +120,10 @@ class TimeBudget(keras.callbacks.Callback):
         # a size not measured yet: only with progressive resizing, whose sizes are > 0
         return sum(t * (size / s) ** 2 for s, t in steady) / len(steady)
 
+    def seconds_left(self) -> float:
+        """Seconds of the budget left now (negative once it is spent); only after :meth:`bind`."""
+        return self.budget - self.before - (self.clock() - self._start)
+
     def epochs_that_fit(self, done: int) -> int:
         """Epochs this phase can have in all, ``done`` of them finished: ``done`` + as many more as fit in
         the time left at :meth:`epoch_estimate` of each one's size (never fewer than ``done``). At most
@@ -127,7 +131,7 @@ class TimeBudget(keras.callbacks.Callback):
         (``max_epochs``) if every size those epochs use has been measured and they fit with half an epoch
         of the time left to spare (so that one epoch's jitter does not lengthen and shorten the schedule
         in turn)."""
-        left = self.budget - self.before - (self.clock() - self._start)
+        left = self.seconds_left()
         measured, spare = set(self.epoch_sizes), 0.5 * self.epoch_estimate()
         for n in range(self.max_epochs, done, -1):
             sizes = [self.size_of(e, n) for e in range(done, n)]

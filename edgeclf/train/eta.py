@@ -7,6 +7,12 @@ stand, the epoch's time and the phase's remaining time, e.g.::
 
     epoch 3/10: 651 s (loss 0.5321, top-1 0.8354); 7 more, about 1 h 16 min (ends about 15:05 UTC)
 
+After the first epoch, which the time budget does not plan from (graph tracing), a plan that would
+overrun the budget is reported as such, with the budget's end, not the plan's::
+
+    epoch 1/90: 2 min (loss 1.8939, top-1 0.4114); 89 more would take about 3 h 21 min, past the 30 min
+    time budget, which shortens the plan from the second epoch on (ends by about 07:40 UTC)
+
 The remaining time comes from the time budget's own estimate when there is one (per input size with
 progressive resizing, :meth:`edgeclf.train.budget.TimeBudget.epoch_estimate`), otherwise from the mean
 epoch time, leaving out the first epoch (graph tracing) once there is another; like Ultralytics'
@@ -73,6 +79,13 @@ class EpochETA(keras.callbacks.Callback):
         line = f"epoch {done}/{planned}: {format_duration(self.seconds[-1])}" + (f" ({shown})" if shown else "")
         if done < planned:
             left = self.seconds_left(done, planned)
-            ends = time.strftime("%H:%M UTC", time.gmtime(self.wall() + left))
-            line += f"; {planned - done} more, about {format_duration(left)} (ends about {ends})"
+            deadline = self.budget.seconds_left() if self.budget is not None else left
+            if left > deadline:  # after the first epoch, which the budget does not plan from
+                ends = time.strftime("%H:%M UTC", time.gmtime(self.wall() + max(deadline, 0.0)))
+                line += (f"; {planned - done} more would take about {format_duration(left)}, past the "
+                         f"{format_duration(self.budget.budget)} time budget, which shortens the plan from the "
+                         f"second epoch on (ends by about {ends})")
+            else:
+                ends = time.strftime("%H:%M UTC", time.gmtime(self.wall() + left))
+                line += f"; {planned - done} more, about {format_duration(left)} (ends about {ends})"
         log.info("%s", line)
