@@ -44,6 +44,7 @@ class Stamps(keras.callbacks.Callback):
         super().__init__()
         self.ends, self.begins = [], []
         self.val_ends, self.val_gaps = [], []
+        self._last: list[tuple[int, float]] = []  # a streamed epoch's last two batch ends (batch, time)
         self.py_spy, self.out, self._in_gap = py_spy, out, threading.Event()
 
     def _open_gap(self, tag: str) -> None:
@@ -114,7 +115,7 @@ class Stamps(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         steps = self.params.get("steps")
         if steps is None:  # a streamed source (unknown batch count): the last two are printed at the epoch's end
-            self._last = [*getattr(self, "_last", [])[-1:], (batch, time.perf_counter() - T0)]
+            self._last = [*self._last[-1:], (batch, time.perf_counter() - T0)]
         if batch < 2 or (steps is not None and batch >= steps - 2):
             self._stamp(f"batch_end {batch}")
 
@@ -129,7 +130,7 @@ class Stamps(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._close_gap()
-        for batch, t in getattr(self, "_last", []):
+        for batch, t in self._last:
             print(f"STAMP {t:9.2f} batch_end {batch}", flush=True)
         self._last = []
         self.ends.append(self._stamp(f"epoch_end {epoch}"))

@@ -80,12 +80,11 @@ class EpochETA(keras.callbacks.Callback):
         if done < planned:
             left = self.seconds_left(done, planned)
             deadline = self.budget.seconds_left() if self.budget is not None else left
+            ends = time.strftime("%H:%M UTC", time.gmtime(self.wall() + max(min(left, deadline), 0.0)))
             if left > deadline:  # after the first epoch, which the budget does not plan from
-                ends = time.strftime("%H:%M UTC", time.gmtime(self.wall() + max(deadline, 0.0)))
                 line += (f"; {planned - done} more would take about {format_duration(left)}, past the "
                          f"{format_duration(self.budget.budget)} time budget, which shortens the plan from the "
                          f"second epoch on (ends by about {ends})")
             else:
-                ends = time.strftime("%H:%M UTC", time.gmtime(self.wall() + left))
                 line += f"; {planned - done} more, about {format_duration(left)} (ends about {ends})"
         log.info("%s", line)
