@@ -74,7 +74,7 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
         # 89.70 % (AMX Xeon, McNemar p 0.099) and 89.97 % (whole-pixel --translate, Zen 4, 7,626 s);
         # 90 epochs under a 1.85 h budget: 56 fit on a slow 2-vCPU Zen 5 VM (101-121 s per epoch),
         # 90.04 % in 6,604 s (benchmarks/results/cifar10-cnn-budget). No cutout: --cutout 8 at 45 epochs
-        # gave 89.72 % (McNemar p 0.97 against the run without it; at 26 epochs -0.37, p 0.15). README.
+        # gave 89.72 % (McNemar p 0.97 against the run without it; at 26 epochs -0.37, p 0.15). docs/results.md.
         epochs=90, time_budget_hours=2.0, stem=True),
     _scratch_cnn("cnn-resnet9", "ResNet-9 (Page 2018) at half width, round 2's first cnn",
                  "edgeclf.models.cnn:build_resnet9", epochs=30),
@@ -92,7 +92,7 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in (
     # mobilenet_v2's round-2 recipe: the whole base fine-tuned at 160 px for 1 + up to 14 epochs (the time
     # budget re-plans fewer where they would not fit: 12 on a 2-vCPU Zen 5), BatchNorm gamma/beta learning
     # in phase 2 (--train-bn; moving statistics fixed), within a 2 h budget.
-    # Measured on full CIFAR-10 (README "Measured results, round 2"): round 1's 96 px / last 60 layers /
+    # Measured on full CIFAR-10 (docs/results.md, "Measured results, round 2"): round 1's 96 px / last 60 layers /
     # 5 epochs 88.26 %; 128 px with BatchNorm frozen 91.63 %; --train-bn at 128 px 92.50 % (4,134 s), at
     # 160 px 92.80 % after 10 epochs (4,664 s, Zen 5; benchmarks/results/cifar10-mobilenet_v2-trainbn-160),
     # 92.95 % after 12 of 14 (6,680 s, --time-budget 1.9; ...-trainbn-160-14ep); fine-tune lr 4e-4 gave

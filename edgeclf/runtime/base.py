@@ -91,7 +91,7 @@ class Classifier(abc.ABC):
     twice the latency and compute), as airbench's ``tta_level=1`` (Jordan 2024); Ultralytics'
     ``augment=True`` is the same idea for detection. It suits classes that look the same mirrored
     (CIFAR-10's, most photos); not text, digits or left/right classes. Measured on CIFAR-10: README
-    "flip TTA".
+    "Measured results"; details: docs/results.md, "Flip test-time augmentation".
 
     Not thread-safe: one classifier per thread (engines keep per-call state).
     """

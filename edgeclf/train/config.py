@@ -296,7 +296,7 @@ def resolve_mixed_precision(value: bool | str) -> bool:
     :data:`BF16_FLAGS` (``EDGECLF_CPU_FLAGS`` overrides what is read, as in :mod:`edgeclf._cpuinfo`).
 
     Why per CPU and per model (``cnn`` full CIFAR-10 epochs, batch 512, 2 cores, measured): on an AMD EPYC
-    Zen 4 (AVX512-BF16) 375 against 222 images/s in float32 (README, round 2); on an Intel Xeon with AMX
+    Zen 4 (AVX512-BF16) 375 against 222 images/s in float32 (docs/results.md, round 2); on an Intel Xeon with AMX
     357 against 172 images/s (``benchmarks/results/training-throughput/``); on an AVX2-only EPYC bf16 was
     ~5x *slower* (emulated). ``mobilenet_v2`` (depthwise convolutions) was not faster in bf16 on either
     bf16 CPU, so the transfer recipes keep float32.
