@@ -29,7 +29,7 @@ NOTEBOOKS = (
 RUNS = ("cifar10-cnn-small", "cifar10-cnn-w16", "cifar10-cnn-resnet9", "cifar10-cnn", "cifar10-cnn-kd", "cifar10-cnn-w40",
         "cifar10-cnn-airbench", "cifar10-cnn-45ep", "cifar10-cnn-45ep-cutout", "cifar10-cnn-45ep-ens-kd",
         "cifar10-cnn-45ep-nearest", "cifar10-cnn-budget", "cifar10-cnn-10ep-zen4", "cifar10-cnn-whiten",
-        "cifar10-cnn-zen4",
+        "cifar10-cnn-zen4", "cifar10-cnn-whiten-zen4",
         "cifar10-mobilenet_v2-r1", "cifar10-mobilenet_v2", "cifar10-mobilenet_v2-160",
         "cifar10-mobilenet_v2-trainbn", "cifar10-mobilenet_v2-trainbn-nearest",
         "cifar10-mobilenet_v2-trainbn-160", "cifar10-mobilenet_v2-trainbn-160-14ep", "cifar10-mobilenet_v2-zen4",
