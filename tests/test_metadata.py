@@ -40,8 +40,8 @@ def exported(tiny_model_dir, tmp_path_factory):
     r = subprocess.run([sys.executable, "-m", "edgeclf.cli", "export", str(d), "--formats", "tflite",
                         "--quantize", "none,int8", "--val-samples", "30", "--calibration-samples", "32",
                         # these tests read the post-training model_int8.tflite and its metadata: no accuracy gate
-                        # (one of 30 images is 3.3 points, so the default 1-point gate failed on one net
-                        # int8 flip of the tiny model, and --auto-qat then replaced the file)
+                        # (one of 30 images is 3.3 points, so one net int8 flip of a valid tiny model would fail
+                        # the default 1-point gate, and --auto-qat would then replace the file)
                         "--max-accuracy-drop", "100", "--no-auto-qat"],
                        cwd=ROOT, env=_quiet_env(), capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
@@ -130,15 +130,16 @@ def test_int8_io_choices_export_and_validate(tiny_model_dir, tmp_path, io):
 
     d = tmp_path / "tiny"
     shutil.copytree(tiny_model_dir, d)
-    # no accuracy gate (it has its own tests): with it, one net int8 flip of the tiny model on 30 images
-    # failed it and --auto-qat replaced the file; the agreement below is on all 90 test images
+    # no accuracy gate (it has its own tests): with it, one net int8 flip of a valid tiny model on 30 images
+    # would fail it and --auto-qat would replace the file; the agreement below is on all 90 test images, with
+    # the bound test_export.py asserts for int8 files on the same 90
     cfg = ExportConfig(formats=(Format.TFLITE,), precisions=(Precision.INT8,), int8_io=Int8Io(io),
                        calibration_samples=32, max_accuracy_drop_pp=100.0, qat_if_gate_fails=False)
     (entry,) = export_model(d, cfg, progress=False).artifacts
     it = Interpreter(str(d / entry.file))
     assert np.dtype(it.get_input_details()[0]["dtype"]) == np.dtype(io)
     assert np.dtype(it.get_output_details()[0]["dtype"]) == np.dtype(io)
-    assert entry.validation.n_images == 90 and entry.validation.top1_agreement >= 0.85
+    assert entry.validation.n_images == 90 and entry.validation.top1_agreement >= 0.9
     assert read_standard_metadata((d / entry.file).read_bytes()).labels
     assert (entry.input_quantization is None) == (io == "float32")
 
